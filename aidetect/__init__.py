@@ -1,0 +1,10 @@
+"""Matched real/AI image datasets and a fast fastai experiment loop for AI-generated image detection
+
+Modules:
+
+- `aidetect.demo`: Real photos from scikit-image's samples, tiny random-weight image variations, a ResNet34 trained from scratch, and a cross-domain evaluation: `aidetect demo`.
+- `aidetect.detector`: Load a detector from its safe `.safetensors` + `.json` pair (no pickle), and predict P(AI) for image files, streamed in batches.
+- `aidetect.evaluate`: Run a detector over test datasets; one tidy table of metrics (AI is the positive class), per-category breakdowns, confusion matrices, the most confident mistakes, an interactive widget, and train × test transfer tables.
+- `aidetect.train`: One line from a dataset folder to a trained fastai `Learner`: DataBlock over manifest rows, split by group, `vision_learner`, `lr_find`, `fine_tune`, and a safe export."""
+
+__version__ = "0.1.0"

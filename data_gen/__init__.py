@@ -1,0 +1,1 @@
+"""aidetect-gen: AI counterparts of real photos (image variations) as aidetect datasets."""
