@@ -52,10 +52,17 @@ class Detector:
         return torch.softmax(self.model(x).float(), dim=1)[:, self.pos].cpu().numpy()
 
 # %% ../nbs/04_detector.ipynb #7846bbbf
+def _input_size(dls) -> int:
+    "The input size of `dls`: set by `detector_dls`, or read off its `Resize` (a loaded `.pkl` keeps only transforms)."
+    if getattr(dls, 'size', None): return int(dls.size)
+    rs = [t for t in dls.after_item.fs if isinstance(t, Resize)]
+    if not rs: raise AidetectError('cannot tell the input size of this Learner: its DataLoaders have no Resize')
+    return int(rs[0].size[0])
+
 def _info_from_learner(learn: Learner) -> dict:
     from aidetect.train import detector_info
-    try: return detector_info(learn)
-    except Exception: return dict(arch=getattr(learn, 'arch_name', 'detector'), size=int(learn.dls.size))
+    if hasattr(learn.dls, 'manifest'): return detector_info(learn)
+    return dict(arch=getattr(learn, 'arch_name', 'detector'), size=_input_size(learn.dls))   # e.g. loaded from a .pkl
 
 def detector_from_learner(learn: Learner, device=None) -> Detector:
     "A `Detector` sharing `learn`'s model, preprocessing and class order."
@@ -63,7 +70,7 @@ def detector_from_learner(learn: Learner, device=None) -> Detector:
     norm = [t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)]
     mean, std = ([float(v) for v in norm[0].mean.flatten()], [float(v) for v in norm[0].std.flatten()]) if norm \
         else ([0., 0., 0.], [1., 1., 1.])
-    return Detector(learn.model, learn.dls.size, mean, std, list(learn.dls.vocab), 'crop', _info_from_learner(learn),
+    return Detector(learn.model, _input_size(learn.dls), mean, std, list(learn.dls.vocab), 'crop', _info_from_learner(learn),
                     device or learn.dls.device)
 
 # %% ../nbs/04_detector.ipynb #e387abdc

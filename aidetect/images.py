@@ -44,7 +44,9 @@ def to_rgb(im: Image.Image, background=(255, 255, 255)) -> Image.Image:
 def open_image(source, max_pixels: int | None = None) -> Image.Image:
     "Fully decode `source` (path, bytes or file object) to an upright RGB image, or raise `BadImage`."
     name = str(source) if isinstance(source, (str, os.PathLike)) else '<bytes>'
-    if isinstance(source, (bytes, bytearray)): source = io.BytesIO(source)
+    if isinstance(source, (bytes, bytearray)):
+        if not source: raise BadImage('empty-file', 'the file has 0 bytes')
+        source = io.BytesIO(source)
     if isinstance(source, (str, os.PathLike)):
         if not Path(source).exists(): raise BadImage('missing', f'{name} does not exist')
         if Path(source).stat().st_size == 0: raise BadImage('empty-file', 'the file has 0 bytes')

@@ -7,7 +7,7 @@ Docs: https://aidetect.github.io/aidetect/train.html.md"""
 
 # %% ../nbs/03_train.ipynb #b0ad2c9b
 from __future__ import annotations
-import json, subprocess, time, warnings
+import contextlib, json, subprocess, time, warnings
 from pathlib import Path
 from urllib.error import URLError
 
@@ -63,6 +63,9 @@ def detector_dls(source, size: int = 224, bs: int = 64, valid_pct: float = 0.2, 
     if verbose: print(count_table(df).to_string(), end='\n\n')
     tr, va = group_split_idxs(df, valid_pct, seed)
     if valid_pct > 0 and not va: raise AidetectError('too few groups to split off a validation set; add images or use --valid-pct 0')
+    if len(tr) < bs:   # fastai drops the last partial training batch: with fewer images than bs there'd be none
+        warnings.warn(f'batch size {bs} is larger than the {len(tr)} training images; using {len(tr)}')
+        bs = len(tr)
     if num_workers is None: num_workers = 0 if len(df) < 2000 else min(8, torch.get_num_threads())
     dls = detector_dblock(size, valid_pct, seed, aug).dataloaders(df, bs=bs, num_workers=num_workers, device=device)
     dls.manifest, dls.size, dls.seed, dls.valid_pct = df, size, seed, valid_pct
@@ -130,7 +133,7 @@ def train_detector(source, arch: str = 'resnet34', epochs: int = 3, freeze_epoch
                    bs: int = 64, lr: float | None = None, pretrained: bool = True, valid_pct: float = 0.2,
                    seed: int = 42, aug: str = 'fastai', lr_find_its: int = 100, show_plot: bool = False,
                    num_workers: int | None = None, device=None, verbose: bool = True) -> Learner:
-    "Train a real/AI detector on dataset folder(s) `source`: DataLoaders, `vision_learner`, `lr_find`, `fine_tune`."
+    "Train a real/AI detector on dataset folder(s) `source`: DataLoaders, `vision_learner`, `lr_find`, `fine_tune`; `verbose=False` is silent."
     from fastai.torch_core import set_seed
     set_seed(seed, reproducible=True)
     dls = detector_dls(source, size, bs, valid_pct, seed, aug, num_workers, device, verbose)
@@ -139,8 +142,10 @@ def train_detector(source, arch: str = 'resnet34', epochs: int = 3, freeze_epoch
     if lr is None:
         lr = suggest_lr(learn, lr_find_its, show_plot)
         if verbose: print(f'lr_find suggests {lr:.2e}')
-    if pretrained: learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs)
-    else: learn.fit_one_cycle(epochs + freeze_epochs, lr)
+    with (contextlib.nullcontext() if verbose else learn.no_bar()), \
+         (contextlib.nullcontext() if verbose else learn.no_logging()):
+        if pretrained: learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs)
+        else: learn.fit_one_cycle(epochs + freeze_epochs, lr)
     learn.lr_used, learn.train_seconds = lr, time.time() - t0
     return learn
 

@@ -1,0 +1,54 @@
+"""Shared fixtures: a private model cache, the tiny generator, small image folders and datasets."""
+import io, os, sys, subprocess, tempfile
+from pathlib import Path
+
+# A private cache, set before aidetect is imported: tests never touch (or depend on) the user's ~/.cache.
+os.environ.setdefault('AIDETECT_CACHE', tempfile.mkdtemp(prefix='aidetect-test-cache-'))
+os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def run_cli(*args, env=None, timeout=600, check=None):
+    "Run a console script (aidetect, aidetect-gen, ...) from this environment; returns the CompletedProcess."
+    e = {**os.environ, **(env or {})}
+    p = subprocess.run([str(BIN / args[0]), *map(str, args[1:])], capture_output=True, text=True, env=e, timeout=timeout)
+    if check is not None and p.returncode != check:
+        raise AssertionError(f'{args} exited {p.returncode}, expected {check}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}')
+    return p
+
+
+def noise_image(w=64, h=48, seed=0, mode='RGB'):
+    "A random RGB image (converted to `mode`)."
+    a = np.random.RandomState(seed).randint(0, 256, (h, w, 3), dtype=np.uint8)
+    return Image.fromarray(a).convert(mode)
+
+
+@pytest.fixture(scope='session')
+def tiny_backend():
+    from data_gen.backends import SDBackend
+    return SDBackend('tiny', steps=3)
+
+
+@pytest.fixture
+def photo_folder(tmp_path):
+    "A small SRC folder: 2 categories, JPEG and PNG photos."
+    src = tmp_path / 'src'
+    for i in range(3):
+        (src / 'cat').mkdir(parents=True, exist_ok=True); (src / 'dog').mkdir(exist_ok=True)
+        noise_image(64, 48, seed=i).save(src / 'cat' / f'c{i}.jpg', quality=80)
+        noise_image(40, 64, seed=10 + i).save(src / 'dog' / f'd{i}.png')
+    return src
+
+
+@pytest.fixture(scope='session')
+def demo_data(tmp_path_factory, tiny_backend):
+    "The demo's three small datasets (scenes-train, scenes-test, textures)."
+    from aidetect.demo import make_demo_datasets
+    return make_demo_datasets(tmp_path_factory.mktemp('demo'), per_photo=4, steps=3, size=64,
+                              backend=tiny_backend, progress=False)

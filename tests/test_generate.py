@@ -1,0 +1,67 @@
+"""aidetect-gen variations: complete datasets, every input accounted for, reruns that change nothing."""
+import io
+import pandas as pd
+from PIL import Image
+from conftest import run_cli, noise_image
+from aidetect.manifest import read_manifest, read_rejected
+
+
+def _gen(src, out, *extra, check=0):
+    return run_cli('aidetect-gen', 'variations', src, '--out', out, '--model', 'tiny', '--steps', '2', '--quiet',
+                   *extra, check=check)
+
+
+def test_good_and_broken_inputs_are_all_accounted_for(photo_folder, tmp_path):
+    (photo_folder / 'dog' / 'empty.jpg').write_bytes(b'')
+    (photo_folder / 'dog' / 'page.jpg').write_bytes(b'<html>404</html>')
+    good = (photo_folder / 'cat' / 'c0.jpg').read_bytes()
+    (photo_folder / 'cat' / 'cut.jpg').write_bytes(good[:len(good) // 2])
+    out = tmp_path / 'ds'
+    p = _gen(photo_folder, out)
+    m, rej = read_manifest(out), read_rejected(out)
+    inputs = {q.relative_to(photo_folder).as_posix() for q in photo_folder.rglob('*') if q.is_file()}
+    used = set(m.loc[m.label == 'real', 'group'])
+    assert used | set(rej.path) == inputs and not used & set(rej.path)
+    assert dict(zip(rej.path, rej.reason)) == {'dog/empty.jpg': 'empty-file', 'dog/page.jpg': 'not-an-image',
+                                               'cat/cut.jpg': 'truncated'}
+    assert (m.label == 'ai').sum() == (m.label == 'real').sum() == 6
+    assert set(m.loc[m.label == 'ai', 'group']) == used          # every variation points at its source
+    assert '3 inputs rejected' in p.stderr
+
+
+def test_real_images_are_untouched_and_variants_are_saved_like_their_source(photo_folder, tmp_path):
+    out = tmp_path / 'ds'
+    _gen(photo_folder, out)
+    m = read_manifest(out)
+    for _, r in m[m.label == 'real'].iterrows():
+        assert (out / r.path).read_bytes() == (photo_folder / r.group).read_bytes()
+    src_fmt = {r.group: (r.format, r.width, r.height) for _, r in m[m.label == 'real'].iterrows()}
+    for _, r in m[m.label == 'ai'].iterrows():
+        with Image.open(out / r.path) as im:
+            assert (im.format, *im.size) == src_fmt[r.group]          # JPEG → JPEG, PNG → PNG, same size
+        assert r.generator == 'tiny' and r.steps == 2 and pd.notna(r.seed)
+
+
+def test_same_command_twice_gives_identical_datasets(photo_folder, tmp_path):
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    _gen(photo_folder, a); _gen(photo_folder, b)
+    files = lambda d: {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*') if p.is_file() and p.name != 'runs.jsonl'}
+    assert files(a) == files(b)
+    before = files(a)
+    p = _gen(photo_folder, a)                                        # a rerun skips everything
+    assert '0 variations made, 6 already done' in p.stderr
+    assert files(a) == before
+
+
+def test_bad_flags_and_missing_source_are_clear(tmp_path):
+    p = run_cli('aidetect-gen', 'variations', tmp_path / 'nope', '--out', tmp_path / 'o', '--model', 'tiny')
+    assert p.returncode == 2 and 'does not exist' in p.stderr and 'Traceback' not in p.stderr
+    p = run_cli('aidetect-gen', 'variations', tmp_path, '--out', tmp_path / 'o', '--steps', '0')
+    assert p.returncode == 2 and '--steps' in p.stderr
+
+
+def test_nothing_usable_is_an_error(tmp_path):
+    src = tmp_path / 'src'; src.mkdir()
+    (src / 'a.jpg').write_bytes(b'')
+    p = _gen(src, tmp_path / 'o', check=2)
+    assert 'nothing usable' in p.stderr and 'rejected.csv' in p.stderr

@@ -1,0 +1,74 @@
+"""Training through evaluation, via the command line, on tiny datasets."""
+import json
+import numpy as np, pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, precision_score, recall_score, f1_score
+from conftest import run_cli
+
+
+@pytest.fixture(scope='module')
+def model(demo_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp('models') / 'scenes'
+    run_cli('aidetect', 'train', demo_data['scenes-train'], '--out', out, '--no-pretrained', '--size', '32',
+            '--bs', '16', '--epochs', '1', '--lr', '1e-3', '--aug', 'none', check=0)
+    return out
+
+
+def test_train_writes_the_three_files(model):
+    for ext in ('pkl', 'safetensors', 'json'): assert model.with_suffix(f'.{ext}').exists(), ext
+    info = json.loads(model.with_suffix('.json').read_text())
+    assert info['arch'] == 'resnet34' and info['vocab'] == ['real', 'ai'] and info['size'] == 32
+    assert set(info['train_groups']).isdisjoint(info['valid_groups'])
+    assert info['datasets'][0]['name'] == 'scenes-train' and len(info['datasets'][0]['manifest_sha256']) == 64
+
+
+def test_eval_reads_the_model_and_writes_a_report(model, demo_data, tmp_path):
+    rep = tmp_path / 'rep'
+    p = run_cli('aidetect', 'eval', model, demo_data['scenes-test'], demo_data['textures'], '--report', rep, check=0)
+    assert 'scenes-test' in p.stdout and 'textures' in p.stdout
+    m, pr = pd.read_csv(rep / 'metrics.csv'), pd.read_csv(rep / 'predictions.csv')
+    assert {'confusion_scenes-test.png', 'confusion_textures.png', 'report.md'} <= {f.name for f in rep.iterdir()}
+    for name, d in pr.groupby('dataset'):                      # every number is sklearn's, from predictions.csv
+        y, yhat = d.label == 'ai', d.prob_ai >= 0.5
+        row = m.set_index('dataset').loc[name]
+        assert row.n == len(d)
+        np.testing.assert_allclose(row.accuracy, accuracy_score(y, yhat))
+        np.testing.assert_allclose(row.recall, recall_score(y, yhat, zero_division=np.nan))
+        np.testing.assert_allclose([row.precision, row.f1],
+                                   [precision_score(y, yhat, zero_division=np.nan), f1_score(y, yhat, zero_division=np.nan)])
+
+
+def test_eval_refuses_a_pickle_unless_asked(model, demo_data):
+    p = run_cli('aidetect', 'eval', model.with_suffix('.pkl'), demo_data['textures'])
+    assert p.returncode == 2 and 'pickle' in p.stderr and '--allow-pickle' in p.stderr
+    run_cli('aidetect', 'eval', model.with_suffix('.pkl'), demo_data['textures'], '--allow-pickle', check=0)
+
+
+def test_offline_pretrained_weights_error_explains_the_options(demo_data, tmp_path):
+    p = run_cli('aidetect', 'train', demo_data['scenes-train'], '--out', tmp_path / 'm', '--size', '32',
+                env={'TORCH_HOME': str(tmp_path / 'torch')})   # an empty torch cache: the weights must be downloaded
+    assert p.returncode == 2, p.stderr
+    assert 'Traceback' not in p.stderr and 'URLError' not in p.stderr.split('(')[0]
+    assert 'resnet34' in p.stderr and '--no-pretrained' in p.stderr and 'checkpoints' in p.stderr
+
+
+def test_lr_find_falls_back_on_trivial_data(demo_data):
+    from aidetect.train import train_detector, DEFAULT_LR
+    with pytest.warns(UserWarning, match='lr_find could not suggest'):
+        learn = train_detector(demo_data['scenes-test'], size=32, bs=64, epochs=1, freeze_epochs=0, pretrained=False,
+                               lr_find_its=3, verbose=False, aug='none')
+    assert learn.lr_used == DEFAULT_LR
+
+
+def test_predict_lists_broken_files_with_reasons(model, demo_data, tmp_path):
+    d = tmp_path / 'imgs'; d.mkdir()
+    real = sorted((demo_data['textures'] / 'real').rglob('*.png'))[:3]
+    for f in real: (d / f.name).write_bytes(f.read_bytes())
+    (d / 'broken.jpg').write_bytes(b'\xff\xd8\xffnot really')
+    out = tmp_path / 'p.csv'
+    run_cli('aidetect', 'predict', model, d, '--out', out, check=0)
+    df = pd.read_csv(out, keep_default_na=False)
+    assert len(df) == 4
+    bad = df[df.path.str.endswith('broken.jpg')].iloc[0]
+    assert bad.prob_ai == '' and bad.reason.split(':')[0] in ('truncated', 'unreadable', 'not-an-image')
+    assert (df[df.reason == ''].prob_ai.astype(float).between(0, 1)).all()
