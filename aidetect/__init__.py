@@ -2,6 +2,7 @@
 
 Modules:
 
+- `aidetect.datasets`: A registry of Kaggle datasets (Indoor Scene Recognition, Weather Image Recognition, Comic Books, and two that already hold AI images: GenImage-tiny and CIFAKE), fetched with the Kaggle API or from a downloaded zip and laid out the way `aidetect-gen variations` reads them.
 - `aidetect.demo`: Real photos from scikit-image's samples, tiny random-weight image variations, a ResNet34 trained from scratch, and a cross-domain evaluation: `aidetect demo`.
 - `aidetect.detector`: Load a detector from its safe `.safetensors` + `.json` pair (no pickle), and predict P(AI) for image files, streamed in batches.
 - `aidetect.evaluate`: Run a detector over test datasets; one tidy table of metrics (AI is the positive class), per-category breakdowns, confusion matrices, the most confident mistakes, an interactive widget, and train × test transfer tables.

@@ -64,7 +64,7 @@ def open_image(source, max_pixels: int | None = None) -> Image.Image:
     except UnidentifiedImageError: raise BadImage('not-an-image', 'not a format PIL can read')
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e)
-        raise BadImage('truncated' if 'truncated' in msg or isinstance(e, EOFError) else 'unreadable', msg)
+        raise BadImage('truncated' if 'truncated' in msg.lower() or isinstance(e, EOFError) else 'unreadable', msg)
     try:
         im = ImageOps.exif_transpose(im)
         return to_rgb(im)

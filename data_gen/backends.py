@@ -7,7 +7,7 @@ import numpy as np
 from aidetect.core import AidetectError
 from .pipeline import DEFAULT_MODEL, DEFAULT_REVISION, PRESETS, load_pipeline
 
-__all__ = ['Variation', 'SDBackend', 'is_blackout', 'generation_size']
+__all__ = ['Variation', 'SDBackend', 'OpenAIBackend', 'RateLimiter', 'is_blackout', 'generation_size']
 
 
 @dataclass
@@ -32,7 +32,7 @@ def generation_size(width: int, height: int, size: int, multiple: int) -> tuple[
 
 class SDBackend:
     "Stable Diffusion image variations through diffusers' `StableDiffusionImageVariationPipeline`."
-    backend = 'sd'
+    backend, seeded = 'sd', True
 
     def __init__(self, model=DEFAULT_MODEL, revision=DEFAULT_REVISION, steps=25, guidance=3.0, scheduler='dpm++',
                  device=None, dtype=None, pipe=None, generator=None, safety_checker=True):
@@ -52,6 +52,10 @@ class SDBackend:
     def size_multiple(self) -> int:
         "Generation sizes are rounded to this (latents must pass the UNet's downsamplings evenly)."
         return int(self.pipe.vae_scale_factor * 2 ** (len(self.pipe.unet.config.block_out_channels) - 1))
+
+    def dims_for(self, width: int, height: int, size: int) -> tuple[int, int]:
+        "Generation size for a `width`x`height` source: its aspect ratio, long side `size`."
+        return generation_size(width, height, size, self.size_multiple)
 
     def describe(self) -> dict:
         "How this backend makes images, in manifest columns."
@@ -75,3 +79,73 @@ class SDBackend:
 def _is_dir(model) -> bool:
     from pathlib import Path
     return Path(str(model)).expanduser().is_dir()
+
+
+class RateLimiter:
+    "At most `per_minute` calls a minute, spaced evenly (None: no limit)."
+    def __init__(self, per_minute: float | None = None):
+        self.gap, self.next = (60.0 / per_minute if per_minute else 0.0), 0.0
+
+    def wait(self):
+        import time
+        now = time.monotonic()
+        if now < self.next: time.sleep(self.next - now)
+        self.next = max(now, self.next) + self.gap
+
+
+class OpenAIBackend:
+    "DALL·E 2 image variations through the official `openai` client (retries with backoff on 429/5xx)."
+    backend, seeded, SIZES = 'openai', False, (256, 512, 1024)
+
+    def __init__(self, model='dall-e-2', api_key=None, base_url=None, max_retries=5, per_minute=None, timeout=120.0,
+                 generator=None, client=None):
+        import os
+        self.model, self.generator = model, generator or model
+        self.limiter = RateLimiter(per_minute)
+        if client is None:
+            import openai
+            key = api_key or os.environ.get('OPENAI_API_KEY')
+            if not key: raise AidetectError('--backend openai needs an API key: set OPENAI_API_KEY')
+            client = openai.OpenAI(api_key=key, base_url=base_url or os.environ.get('OPENAI_BASE_URL'),
+                                   max_retries=max_retries, timeout=timeout)
+        self.client = client
+        self.device = f'OpenAI API at {client.base_url}'
+        self.revision = ''
+
+    default_size = 512
+
+    def dims_for(self, width: int, height: int, size: int) -> tuple[int, int]:
+        "DALL·E 2 makes squares of 256, 512 or 1024 px."
+        if size not in self.SIZES: raise AidetectError(f'--size must be one of {self.SIZES} for DALL·E 2, got {size}')
+        return size, size
+
+    def describe(self) -> dict:
+        return dict(generator=self.generator, model=self.model, revision='', steps='', guidance='', scheduler='')
+
+    def prepare(self, image):
+        "The centre square of `image` (the endpoint takes square PNGs)."
+        s = min(image.size)
+        l, t = (image.width - s) // 2, (image.height - s) // 2
+        return image.crop((l, t, l + s, t + s))
+
+    def generate(self, conds: list, seeds: list, width: int, height: int) -> list[Variation]:
+        "One variation per image, one request each (the API takes no seed; `seeds` are not used)."
+        import base64, io
+        import openai
+        from PIL import Image
+        out = []
+        for im in conds:
+            buf = io.BytesIO(); im.resize((width, height), Image.LANCZOS).save(buf, 'PNG')
+            self.limiter.wait()
+            try:
+                r = self.client.images.create_variation(image=('image.png', buf.getvalue(), 'image/png'), model=self.model,
+                                                        n=1, size=f'{width}x{height}', response_format='b64_json')
+            except openai.AuthenticationError as e: raise AidetectError(f'OpenAI refused the API key ({e.message})') from None
+            except openai.BadRequestError as e:   # e.g. the safety system refused the image: treat like a blackout
+                out.append(Variation(None, True)); continue
+            except (openai.RateLimitError, openai.APIConnectionError, openai.InternalServerError) as e:
+                raise AidetectError(f'the OpenAI API kept failing after retries ({type(e).__name__}); finished images are '
+                                    'kept: rerun the same command later, or lower --requests-per-minute') from None
+            img = Image.open(io.BytesIO(base64.b64decode(r.data[0].b64_json))).convert('RGB')
+            out.append(Variation(img, is_blackout(img)))
+        return out

@@ -10,8 +10,10 @@ class Distributor:
     def __init__(self):
         self.state = None
         if int(os.environ.get('WORLD_SIZE', '1')) > 1:
+            import torch
             from accelerate import PartialState
-            self.state = PartialState()
+            # without a GPU, accelerate only goes multi-process when told it is on CPU (gloo backend)
+            self.state = PartialState(cpu=not torch.cuda.is_available())
         self.rank = self.state.process_index if self.state else 0
         self.world = self.state.num_processes if self.state else 1
 

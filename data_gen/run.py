@@ -1,4 +1,9 @@
-"""Run a variations job: plan, read ahead, batch, generate, write; resumable and shardable across processes."""
+"""Run a variations job: plan, read ahead, generate batch by batch, write; resumable and shardable across processes.
+
+The plan is a pure function of the sources and the job: variant jobs are bucketed by generation size and cut into
+batches of `batch_size` in source order. A resumed run reruns any batch that is not complete, whole, and writes
+only what is missing, so every file comes out of the same batch as in an uninterrupted run: same bytes.
+"""
 from __future__ import annotations
 import io, json, sys, time
 from collections import defaultdict
@@ -10,15 +15,15 @@ from PIL import Image
 
 from aidetect.core import AidetectError
 from aidetect.images import BadImage, open_image, source_style, EXTENSIONS
-from aidetect.manifest import MANIFEST, file_facts
-from .backends import generation_size
+from aidetect.manifest import REJECTED
 from .distributor import Distributor
 from .sources import Source, scan_sources, select_sources, variant_relpath, variant_seed
-from .writer import BackgroundWriter, DatasetWriter, merge_parts, remove_temp_files, verified_rows, _read_all
+from .writer import BackgroundWriter, DatasetWriter, merge_parts, remove_temp_files, verified_rows, read_all
 
-__all__ = ['VariationJob', 'RunSummary', 'run_variations', 'FORMATS']
+__all__ = ['VariationJob', 'RunSummary', 'run_variations', 'FORMATS', 'BLACKOUT']
 
 FORMATS = {'source': None, 'jpeg': 'JPEG', 'png': 'PNG', 'webp': 'WEBP'}
+BLACKOUT = 'safety-blackout'   # rejected.csv reason of a variation given up after repeated safety-checker flags
 
 
 @dataclass
@@ -27,7 +32,7 @@ class VariationJob:
     src: str
     out: str
     n_per_image: int = 1
-    size: int | None = None          # long side of the generated image; None: the model's native size
+    size: int | None = None          # long side of the generated image; None: the backend's default
     batch_size: int = 4
     seed: int = 0
     limit: int | None = None
@@ -64,21 +69,12 @@ class RunSummary:
 
 
 @dataclass
-class _Work:
+class _Item:
+    "One variation to make: variant `k` of `source`, at retry `attempt`."
     source: Source
-    todo_real: bool
-    todo: list            # variant indices still to make
-
-
-def _plan(sources, n, done, rejected, key_for) -> list[_Work]:
-    "What is left to do for each source, given the verified paths (and variant keys) already `done`."
-    work = []
-    for s in sources:
-        if s.rel in rejected: continue
-        todo = [k for k in range(n) if key_for(s, k) not in done]
-        real = f'real/{s.rel}' not in done
-        if todo or real: work.append(_Work(s, real, todo))
-    return work
+    k: int
+    key: str                 # its path in the dataset without extension
+    attempt: int = 0
 
 
 def _stem_clashes(sources) -> set[str]:
@@ -89,13 +85,33 @@ def _stem_clashes(sources) -> set[str]:
     return {r for v in seen.values() if len(v) > 1 for r in v}
 
 
-def _read(work: _Work, backend, job: VariationJob):
+def _peek_size(path: Path):
+    "Upright (width, height) from the file's header alone, or None when the header can't be read."
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            try: rotated = im.getexif().get(0x0112) in (5, 6, 7, 8)
+            except Exception: rotated = False
+            return (h, w) if rotated else (w, h)
+    except Exception: return None
+
+
+def _read(source: Source, backend, fmt: str | None):
     "Reader: bytes, decoded RGB image, save style and the backend's prepared input for one source."
-    data = work.source.path.read_bytes()
+    data = source.path.read_bytes()
     im = open_image(data)
     style = source_style(io.BytesIO(data))
-    if FORMATS[job.format]: style = dict(format=FORMATS[job.format], quality=None, subsampling=None)
+    if fmt: style = dict(format=fmt, quality=None, subsampling=None)
     return data, im, style, backend.prepare(im)
+
+
+def plan_batches(items: list[_Item], dims: dict, batch_size: int) -> list[tuple]:
+    "(dims, items) batches: items bucketed by their source's generation size, cut in order, ordered by first item."
+    buckets = defaultdict(list)
+    for it in items: buckets[dims[it.source.rel]].append(it)
+    batches = [(d, b[i:i + batch_size]) for d, b in buckets.items() for i in range(0, len(b), batch_size)]
+    order = {it.key: n for n, it in enumerate(items)}
+    return sorted(batches, key=lambda db: order[db[1][0].key])
 
 
 def run_variations(job: VariationJob, backend, progress: bool | None = None, log=print) -> RunSummary:
@@ -110,11 +126,9 @@ def run_variations(job: VariationJob, backend, progress: bool | None = None, log
     if not sources: raise AidetectError(f"no files found in {src} (hidden files are ignored)")
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise AidetectError(f"--out {out} must not be inside the source folder {src}")
-    dist = Distributor()
-    meta = backend.describe()
-    domain = job.domain or src.resolve().name
-    size = job.size or backend.default_size
-    clashes = _stem_clashes(sources)
+    dist, meta = Distributor(), backend.describe()
+    domain, size = job.domain or src.resolve().name, job.size or backend.default_size
+    clashes, fmt = _stem_clashes(sources), FORMATS[job.format]
 
     def key_for(s: Source, k: int) -> str:
         "A variant's path without its extension, which depends on the source's format (known once it is read)."
@@ -126,77 +140,94 @@ def run_variations(job: VariationJob, backend, progress: bool | None = None, log
         remove_temp_files(out)
     dist.wait()
     good, n_bad = verified_rows(out)
-    rejected = set(_read_all(out, 'rejected.csv')['path'])
     if n_bad and dist.is_main: log(f"{n_bad} manifest row(s) point at missing or changed files; redoing them")
-    mine = dist.shard(sources)
-    done = set(good['path']) | {str(PurePosixPath(p).with_suffix('')) for p in good['path'] if p.startswith('ai/')}
-    work = _plan(mine, job.n_per_image, done, rejected, key_for)
+    rej = read_all(out, REJECTED)
+    rejected_inputs = set(rej.loc[rej['reason'] != BLACKOUT, 'path'])
+    done = set(good['path']) | set(rej.loc[rej['reason'] == BLACKOUT, 'path']) | \
+        {str(PurePosixPath(p).with_suffix('')) for p in good['path'] if p.startswith('ai/')}
+
+    mine = [s for s in dist.shard(sources) if s.rel not in rejected_inputs]
     summary = RunSummary(sources=len(sources))
-    summary.skipped = sum(job.n_per_image - len(w.todo) for w in work) + \
-        job.n_per_image * (len(mine) - len(work) - len([s for s in mine if s.rel in rejected]))
+    items = [_Item(s, k, key_for(s, k)) for s in mine for k in range(job.n_per_image)]
+    summary.skipped = sum(it.key in done for it in items)
+    real_todo = {s.rel for s in mine if f'real/{s.rel}' not in done}
+    # sources with nothing left to do are not even opened; the rest are planned from their headers
+    busy = {it.source.rel for it in items if it.key not in done} | real_todo
+    dims = {}
+    for s in mine:
+        if s.rel in busy:
+            wh = _peek_size(s.path)
+            dims[s.rel] = backend.dims_for(*wh, size) if wh else None
+    # a source whose header can't be read gets no batch: reading it records why it is unusable
+    items = [it for it in items if it.source.rel in busy and dims[it.source.rel] is not None]
+    batches = [(d, b) for d, b in plan_batches(items, dims, job.batch_size) if any(it.key not in done for it in b)]
+    order = list(dict.fromkeys([it.source.rel for _, b in batches for it in b] + [s.rel for s in mine if s.rel in busy]))
+    by_rel, pos = {s.rel: s for s in mine}, {rel: i for i, rel in enumerate(order)}
+
     writer = BackgroundWriter(DatasetWriter(out, rank=dist.rank if dist.world > 1 else None))
-    n_todo = sum(len(w.todo) for w in work)
-    bar = tqdm(total=n_todo, unit='img', desc=f'variations{dist.tag}', disable=(not progress) if progress is not None else None,
-               dynamic_ncols=True, file=sys.stderr)
-    buckets: dict[tuple, list] = defaultdict(list)
-
-    def base_row(s: Source) -> dict:
-        return dict(group=s.rel, domain=domain, category=s.category)
-
-    def flush(dims, items):
-        conds = [it['cond'] for it in items]
-        seeds = [variant_seed(job.seed, it['work'].source.rel, it['k'], it['attempt']) for it in items]
-        t = time.time()
-        outs = backend.generate(conds, seeds, *dims)
-        summary.timings['generate'] = summary.timings.get('generate', 0) + time.time() - t
-        for it, seed, v in zip(items, seeds, outs):
-            s = it['work'].source
-            if v.flagged:
-                if it['attempt'] < job.max_retries:
-                    summary.retried += 1
-                    enqueue(dict(it, attempt=it['attempt'] + 1)); continue
-                summary.blacked_out += 1
-                writer.submit('reject', s.rel, 'safety-blackout',
-                              f"variant {it['k']}: flagged by the safety checker {it['attempt'] + 1} times (last seed {seed})")
-                bar.update(1); continue
-            img = v.image
-            if job.match_size and img.size != it['src_size']: img = img.resize(it['src_size'], Image.LANCZOS)
-            row = dict(base_row(s), label='ai', **meta, seed=seed)
-            rel = key_for(s, it['k']) + EXTENSIONS.get(it['style']['format'], '.png')
-            writer.submit('write_image', rel, img, it['style'], row)
-            summary.done += 1
-            bar.update(1)
-
-    def enqueue(it):
-        b = buckets[it['dims']]
-        b.append(it)
-        if len(b) >= job.batch_size: flush(it['dims'], buckets.pop(it['dims']))
-
+    bar = tqdm(total=sum(it.key not in done for _, b in batches for it in b), unit='img', desc=f'variations{dist.tag}',
+               disable=(not progress) if progress is not None else None, dynamic_ncols=True, file=sys.stderr)
     pool = ThreadPoolExecutor(max(1, job.read_workers), thread_name_prefix='aidetect-reader')
+    futures, read, failed = {}, {}, set()
+    ahead = max(2 * job.batch_size, 8)   # read this many sources ahead: generation never waits on decoding
+
+    def want(i):
+        for rel in order[i:i + ahead]:
+            if rel not in futures: futures[rel] = pool.submit(_read, by_rel[rel], backend, fmt)
+
+    def get(rel):
+        "The read result of source `rel` (None if it is unusable, which is recorded once)."
+        if rel in read: return read[rel]
+        if rel in failed: return None
+        want(pos[rel])
+        try: data, im, style, cond = futures.pop(rel).result()
+        except (BadImage, OSError) as e:
+            reason, detail = (e.reason, e.detail) if isinstance(e, BadImage) else ('unreadable', str(e))
+            failed.add(rel); summary.rejected += 1
+            writer.submit('reject', rel, reason, detail)
+            return None
+        if rel in real_todo:
+            writer.submit('write_file', f'real/{rel}', data, dict(group=rel, domain=domain, category=by_rel[rel].category,
+                                                                  label='real'))
+            summary.real += 1; real_todo.discard(rel)
+        read[rel] = (im.size, style, cond)
+        return read[rel]
+
+    def generate(d, batch):
+        seeds = [variant_seed(job.seed, it.source.rel, it.k, it.attempt) for it in batch]
+        t = time.time()
+        outs = backend.generate([read[it.source.rel][2] for it in batch], seeds, *d)
+        summary.timings['generate'] = summary.timings.get('generate', 0) + time.time() - t
+        return seeds, outs
+
     try:
-        # Read ahead a few batches; generation (the slow part) then never waits on decoding.
-        ahead = max(2 * job.batch_size, 4)
-        futures = [pool.submit(_read, w, backend, job) for w in work[:ahead]]
-        for i, w in enumerate(work):
-            if i + ahead < len(work): futures.append(pool.submit(_read, work[i + ahead], backend, job))
-            try: data, im, style, cond = futures[i].result()
-            except BadImage as e:
-                summary.rejected += 1
-                writer.submit('reject', w.source.rel, e.reason, e.detail)
-                bar.update(len(w.todo)); continue
-            except OSError as e:
-                summary.rejected += 1
-                writer.submit('reject', w.source.rel, 'unreadable', str(e))
-                bar.update(len(w.todo)); continue
-            futures[i] = None
-            if w.todo_real:
-                writer.submit('write_file', f'real/{w.source.rel}', data, dict(base_row(w.source), label='real'))
-                summary.real += 1
-            dims = generation_size(im.width, im.height, size, backend.size_multiple)
-            for k in w.todo:
-                enqueue(dict(work=w, k=k, attempt=0, cond=cond, style=style, dims=dims, src_size=im.size))
-        while buckets:
-            dims = next(iter(buckets)); flush(dims, buckets.pop(dims))
+        for bi, (d, batch) in enumerate(batches):
+            batch = [it for it in batch if get(it.source.rel) is not None]
+            while batch:
+                seeds, outs = generate(d, batch)
+                retry = []
+                for it, seed, v in zip(batch, seeds, outs):
+                    if it.key in done: continue       # made by an earlier run; regenerated only to keep the batch whole
+                    if v.flagged:
+                        if it.attempt < job.max_retries:
+                            summary.retried += 1; retry.append(_Item(it.source, it.k, it.key, it.attempt + 1)); continue
+                        summary.blacked_out += 1
+                        writer.submit('reject', it.key, BLACKOUT, f'flagged by the safety checker {it.attempt + 1} '
+                                      f'times (last seed {seed}); no variation kept')
+                        bar.update(1); continue
+                    size_, style, _ = read[it.source.rel]
+                    img = v.image.resize(size_, Image.LANCZOS) if job.match_size and v.image.size != size_ else v.image
+                    row = dict(group=it.source.rel, domain=domain, category=it.source.category, label='ai', **meta,
+                               seed=seed if backend.seeded else '')
+                    writer.submit('write_image', it.key + EXTENSIONS.get(style['format'], '.png'), img, style, row)
+                    summary.done += 1; bar.update(1)
+                batch = retry
+            # forget sources no later batch needs
+            later = {it.source.rel for _, b in batches[bi + 1:bi + 1 + ahead] for it in b}
+            for rel in [r for r in read if r not in later]: del read[rel]
+        for rel in order:   # sources needing only their real copy, or unreadable ones (to record why)
+            if rel not in failed and (rel in real_todo or dims.get(rel) is None):
+                get(rel); read.pop(rel, None)
     except KeyboardInterrupt:
         summary.interrupted = True
         log('\ninterrupted: finishing the files already generated; rerun the same command to continue')

@@ -10,7 +10,7 @@ from aidetect.images import encode_image
 from aidetect.manifest import (MANIFEST, REJECTED, MANIFEST_COLUMNS, REJECTED_COLUMNS, CsvAppender, file_facts,
                                make_manifest, read_rows, write_manifest)
 
-__all__ = ['DatasetWriter', 'BackgroundWriter', 'PARTS', 'verified_rows', 'merge_parts']
+__all__ = ['DatasetWriter', 'BackgroundWriter', 'PARTS', 'read_all', 'verified_rows', 'merge_parts', 'remove_temp_files']
 
 PARTS = '.parts'   # per-process manifests of a distributed run, merged into manifest.csv at its end
 
@@ -20,7 +20,7 @@ def _part_files(out: Path, name: str) -> list[Path]:
     return sorted((out / PARTS).glob(f'{stem}.rank*.csv'))
 
 
-def _read_all(out: Path, name: str) -> pd.DataFrame:
+def read_all(out: Path, name: str) -> pd.DataFrame:
     "Rows of `name` (manifest.csv or rejected.csv) in `out` and in any per-process parts, deduplicated."
     frames = [read_rows(f) for f in [out / name, *_part_files(out, name)] if f.exists() and f.stat().st_size]
     if not frames: return pd.DataFrame(columns=MANIFEST_COLUMNS if name == MANIFEST else REJECTED_COLUMNS)
@@ -29,7 +29,7 @@ def _read_all(out: Path, name: str) -> pd.DataFrame:
 
 def verified_rows(out: Path) -> tuple[pd.DataFrame, int]:
     "Manifest rows (from manifest.csv and parts) whose file exists with the recorded size and sha256; and how many failed."
-    df = _read_all(out, MANIFEST).drop_duplicates('path', keep='last')
+    df = read_all(out, MANIFEST).drop_duplicates('path', keep='last')
     ok = []
     for p, sha in zip(df['path'], df['sha256']):
         f = out / p
@@ -43,7 +43,7 @@ def merge_parts(out: Path) -> pd.DataFrame:
     good, _ = verified_rows(out)
     m = make_manifest(good).sort_values('path').reset_index(drop=True)
     write_manifest(m, out)
-    rej = _read_all(out, REJECTED)
+    rej = read_all(out, REJECTED)
     rej = rej[~rej['path'].isin(set(m['path']))].sort_values(list(REJECTED_COLUMNS)).reset_index(drop=True)
     with atomic_path(out / REJECTED) as tmp: rej.to_csv(tmp, index=False, lineterminator='\n')
     for f in _part_files(out, MANIFEST) + _part_files(out, REJECTED): f.unlink()

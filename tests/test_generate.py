@@ -29,9 +29,14 @@ def test_good_and_broken_inputs_are_all_accounted_for(photo_folder, tmp_path):
     assert '3 inputs rejected' in p.stderr
 
 
-def test_real_images_are_untouched_and_variants_are_saved_like_their_source(photo_folder, tmp_path):
+def _run(src, out, backend):
+    from data_gen.run import VariationJob, run_variations
+    return run_variations(VariationJob(src=str(src), out=str(out)), backend, progress=False, log=lambda m: None)
+
+
+def test_real_images_are_untouched_and_variants_are_saved_like_their_source(photo_folder, tmp_path, tiny_backend):
     out = tmp_path / 'ds'
-    _gen(photo_folder, out)
+    _run(photo_folder, out, tiny_backend)
     m = read_manifest(out)
     for _, r in m[m.label == 'real'].iterrows():
         assert (out / r.path).read_bytes() == (photo_folder / r.group).read_bytes()
@@ -39,17 +44,17 @@ def test_real_images_are_untouched_and_variants_are_saved_like_their_source(phot
     for _, r in m[m.label == 'ai'].iterrows():
         with Image.open(out / r.path) as im:
             assert (im.format, *im.size) == src_fmt[r.group]          # JPEG → JPEG, PNG → PNG, same size
-        assert r.generator == 'tiny' and r.steps == 2 and pd.notna(r.seed)
+        assert r.generator == 'tiny' and r.steps == 3 and pd.notna(r.seed)
 
 
-def test_same_command_twice_gives_identical_datasets(photo_folder, tmp_path):
+def test_same_command_twice_gives_identical_datasets(photo_folder, tmp_path, tiny_backend):
     a, b = tmp_path / 'a', tmp_path / 'b'
-    _gen(photo_folder, a); _gen(photo_folder, b)
+    _run(photo_folder, a, tiny_backend); _run(photo_folder, b, tiny_backend)
     files = lambda d: {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*') if p.is_file() and p.name != 'runs.jsonl'}
     assert files(a) == files(b)
     before = files(a)
-    p = _gen(photo_folder, a)                                        # a rerun skips everything
-    assert '0 variations made, 6 already done' in p.stderr
+    s = _run(photo_folder, a, tiny_backend)                          # a rerun skips everything
+    assert (s.done, s.skipped, s.real) == (0, 6, 0)
     assert files(a) == before
 
 
