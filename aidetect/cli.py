@@ -11,7 +11,8 @@ from pathlib import Path
 from .core import AidetectError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'build_parser', 'cmd_train', 'cmd_eval', 'iter_image_files', 'cmd_predict', 'cmd_demo', 'main']
+__all__ = ['COMMANDS', 'build_parser', 'quiet_libs', 'cmd_train', 'cmd_eval', 'iter_image_files', 'cmd_predict', 'cmd_demo',
+           'main']
 
 # %% ../nbs/07_cli.ipynb #70c08648
 def _pos_int(s):
@@ -43,14 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
                        'by group, lr_find, fine_tune. Writes MODEL.pkl, MODEL.safetensors and MODEL.json.')
     t.add_argument('datasets', nargs='+', metavar='DATASET', help='dataset folder(s) with a manifest.csv')
     t.add_argument('--out', '-o', required=True, metavar='MODEL', help='output path without extension, e.g. models/indoor')
-    t.add_argument('--arch', default='resnet34', help="torchvision architecture name")
+    t.add_argument('--arch', default='resnet34', help="torchvision or timm name (timm/NAME to prefer timm), or simple_cnn")
     t.add_argument('--epochs', type=_pos_int, default=3, help='epochs of full training')
     t.add_argument('--freeze-epochs', type=int, default=1, help='epochs training only the head first (pretrained only)')
     t.add_argument('--size', type=_pos_int, default=224, help='input size in px')
     t.add_argument('--bs', type=_pos_int, default=64, help='batch size')
     t.add_argument('--lr', type=float, default=None, help="learning rate (default: lr_find's suggestion)")
     t.add_argument('--no-pretrained', action='store_true', help='train from scratch instead of from ImageNet weights')
-    t.add_argument('--aug', default='fastai', help='augmentation recipe: none, fastai')
+    t.add_argument('--weights', default=None, metavar='FILE', help='local ImageNet state dict for --arch (.pth or .safetensors)')
+    t.add_argument('--balance', action='store_true', help='sample batches so each class, and each domain within it, is seen equally often')
+    t.add_argument('--aug', default='fastai', choices=['none', 'fastai', 'epstein', 'cnndetection'], help='augmentation recipe')
     t.add_argument('--valid-pct', type=_frac, default=0.2, help='share of groups held out for validation')
     t.add_argument('--seed', type=int, default=42, help='seed of the split and the training')
     t.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')
@@ -91,21 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/07_cli.ipynb #056171d6
-def _quiet_libs():
+def quiet_libs(prog: str = 'aidetect'):
+    "Libraries' deprecation chatter off; our own warnings as one line each, without a source line."
     import logging
     for n in ('diffusers', 'transformers'): logging.getLogger(n).setLevel(logging.ERROR)
     warnings.filterwarnings('ignore', category=FutureWarning)
+    warnings.filterwarnings('ignore', category=DeprecationWarning)
+    warnings.showwarning = lambda msg, cat, *a, **k: print(f'{prog}: warning: {msg}', file=sys.stderr)
 
 def cmd_train(a):
     "aidetect train"
-    from aidetect.train import train_detector, export_detector
+    from aidetect.train import train_detector, export_detector, training_summary
+    if a.no_pretrained and a.weights: raise AidetectError('--weights and --no-pretrained contradict each other; pick one')
     learn = train_detector(a.datasets, a.arch, a.epochs, a.freeze_epochs, a.size, a.bs, a.lr, not a.no_pretrained,
-                           a.valid_pct, a.seed, a.aug, device=a.device)
+                           a.weights, a.valid_pct, a.seed, a.aug, a.balance, device=a.device)
     files = export_detector(learn, a.out)
-    n = len(learn.dls.train_ds) * (a.epochs + (a.freeze_epochs if not a.no_pretrained else 0))
-    last = {m.name: v for m, v in zip(learn.metrics, learn.recorder.values[-1][2:])}
-    print(f"trained {a.arch} in {learn.train_seconds:.0f}s ({n / max(learn.train_seconds, 1e-9):.1f} images/s), lr {learn.lr_used:.2e}; "
-          + ', '.join(f'{k} {float(v):.3f}' for k, v in last.items()))
+    print(f'{a.arch}: {training_summary(learn)}')
     print('wrote ' + ', '.join(str(p) for p in files.values()))
     return 0
 
@@ -173,7 +177,7 @@ def main(argv=None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
     if a.command is None: p.print_help(); return 2
-    _quiet_libs()
+    quiet_libs()
     try: return COMMANDS[a.command](a)
     except AidetectError as e:
         print(f'aidetect: error: {e}', file=sys.stderr); return 2

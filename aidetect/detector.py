@@ -11,35 +11,38 @@ import json, os, warnings
 from pathlib import Path
 
 import numpy as np, torch
-from fastai.vision.all import Resize, ResizeMethod, PILImage, image2tensor, create_vision_model, Learner, load_learner
+from fastai.vision.all import Pipeline, PILImage, ToTensor, Resize, Learner, load_learner
 from .core import AidetectError
 from .images import BadImage, open_image
 from .manifest import LABELS, POSITIVE
-from .train import resolve_arch
+from .train import build_model, item_tfms
 
 # %% auto #0
-__all__ = ['Detector', 'detector_from_learner', 'model_files', 'load_detector', 'predict_files']
+__all__ = ['detector_pipeline', 'Detector', 'detector_from_learner', 'model_files', 'load_detector', 'predict_files']
 
 # %% ../nbs/04_detector.ipynb #702bf60a
+def detector_pipeline(aug: str, size: int) -> Pipeline:
+    "Validation-time item pipeline of training recipe `aug` at `size`: PIL image → uint8 tensor."
+    return Pipeline([*item_tfms(aug, size), ToTensor()], split_idx=1)
+
 class Detector:
-    "A trained real/AI classifier: `model`, its input preprocessing and class order; `predict_*` give P(AI)."
-    def __init__(self, model: torch.nn.Module, size: int, mean, std, vocab=LABELS, resize: str = 'crop',
-                 info: dict | None = None, device=None):
+    "A trained real/AI classifier: `model`, its input pipeline and class order; `predict_*` give P(AI)."
+    def __init__(self, model: torch.nn.Module, item_pipeline, mean, std, vocab=LABELS, info: dict | None = None,
+                 device=None):
         self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         self.model = model.eval().to(self.device)
-        self.size, self.vocab, self.info = int(size), list(vocab), info or {}
+        self.item_pipeline, self.vocab, self.info = item_pipeline, list(vocab), info or {}
         if POSITIVE not in self.vocab: raise AidetectError(f"the model's classes {self.vocab} do not include {POSITIVE!r}")
         self.pos = self.vocab.index(POSITIVE)   # never assume the order: read it from the model
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
-        self.resize = Resize(self.size, method=ResizeMethod.Squish if resize == 'squish' else ResizeMethod.Crop)
 
     @property
     def name(self) -> str: return self.info.get('name', self.info.get('arch', 'detector'))
 
     def prepare(self, im) -> torch.Tensor:
         "uint8 CHW tensor for one RGB PIL image, exactly as the validation DataLoader makes it."
-        return image2tensor(self.resize(PILImage(im), split_idx=1))
+        return self.item_pipeline(PILImage(im)).as_subclass(torch.Tensor)
 
     def prepare_file(self, path) -> torch.Tensor:
         "`prepare` for an image file (raises `BadImage`)."
@@ -70,7 +73,7 @@ def detector_from_learner(learn: Learner, device=None) -> Detector:
     norm = [t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)]
     mean, std = ([float(v) for v in norm[0].mean.flatten()], [float(v) for v in norm[0].std.flatten()]) if norm \
         else ([0., 0., 0.], [1., 1., 1.])
-    return Detector(learn.model, _input_size(learn.dls), mean, std, list(learn.dls.vocab), 'crop', _info_from_learner(learn),
+    return Detector(learn.model, learn.dls.valid.after_item, mean, std, list(learn.dls.vocab), _info_from_learner(learn),
                     device or learn.dls.device)
 
 # %% ../nbs/04_detector.ipynb #e387abdc
@@ -95,10 +98,11 @@ def load_detector(path, allow_pickle: bool = False, device=None) -> Detector:
         raise AidetectError(f"no detector at {path}: expected {f['json'].name} and {f['safetensors'].name} "
                             "(written by `aidetect train` / `export_detector`)")
     info = json.loads(f['json'].read_text())
-    model = create_vision_model(resolve_arch(info['arch']), info.get('n_out', 2), pretrained=False)
+    model = build_model(info['arch'], info.get('n_out', 2))
     model.load_state_dict(load_file(str(f['safetensors'])))
     info.setdefault('name', f['json'].stem)
-    return Detector(model, info['size'], info['mean'], info['std'], info['vocab'], info.get('resize', 'crop'), info, device)
+    return Detector(model, detector_pipeline(info.get('aug', 'none'), info['size']), info['mean'], info['std'],
+                    info['vocab'], info, device)
 
 # %% ../nbs/04_detector.ipynb #3e12f2dc
 class _FileDataset(torch.utils.data.Dataset):

@@ -11,18 +11,25 @@ import contextlib, json, subprocess, time, warnings
 from pathlib import Path
 from urllib.error import URLError
 
+import io, random
 import numpy as np, pandas as pd, torch
 import torchvision
-from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, ColReader, Resize, ResizeMethod, Normalize,
-                               imagenet_stats, aug_transforms, vision_learner, create_vision_model, Learner, PILImage,
-                               CrossEntropyLossFlat, accuracy, Precision, Recall, F1Score, RocAucBinary)
+from PIL import Image, ImageFilter
+from torch import nn
+from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, ColReader, Resize, ResizeMethod, RandomCrop,
+                               Normalize, Transform, RandTransform, imagenet_stats, aug_transforms, vision_learner,
+                               create_vision_model, create_timm_model, create_body, model_meta, Learner, PILImage,
+                               ConvLayer, Flatten, CrossEntropyLossFlat, accuracy, Precision, Recall, F1Score,
+                               RocAucBinary)
 from .core import AidetectError
 from .images import BadImage, open_image
 from .manifest import LABELS, load_datasets, group_split_idxs, count_table, manifest_hash
 
 # %% auto #0
-__all__ = ['AUGMENTATIONS', 'DEFAULT_LR', 'DetectorImage', 'aug_tfms', 'detector_dblock', 'detector_dls', 'WeightsUnavailable',
-           'resolve_arch', 'detector_metrics', 'detector_learner', 'suggest_lr', 'train_detector', 'detector_info',
+__all__ = ['AUGMENTATIONS', 'DEFAULT_LR', 'DetectorImage', 'simple_cnn', 'resolve_arch', 'build_model', 'norm_stats',
+           'WeightsUnavailable', 'load_body_weights', 'CropBottom', 'RandomGaussianBlur', 'RandomGrayscale',
+           'RandomJPEG', 'item_tfms', 'batch_tfms', 'detector_dblock', 'balance_weights', 'detector_dls',
+           'detector_metrics', 'detector_learner', 'suggest_lr', 'train_detector', 'training_summary', 'detector_info',
            'export_detector']
 
 # %% ../nbs/03_train.ipynb #f504d220
@@ -36,82 +43,217 @@ class DetectorImage(PILImage):
         return super().create(fn, **kwargs)
 
 # %% ../nbs/03_train.ipynb #ed2fa9e1
-AUGMENTATIONS = ('none', 'fastai')
+def simple_cnn(pretrained: bool = False, widths=(32, 64, 128, 256)) -> nn.Sequential:
+    "A small plain CNN (stride-2 conv blocks, then pooling): a from-scratch baseline for `vision_learner`."
+    if pretrained: raise AidetectError('simple_cnn has no pretrained weights: train it with --no-pretrained')
+    layers, c = [], 3
+    for w in widths: layers += [ConvLayer(c, w, stride=2), ConvLayer(w, w)]; c = w
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), Flatten(), nn.Linear(c, 1000))
 
-def aug_tfms(aug: str = 'fastai', size: int = 224) -> list:
-    "Batch augmentations of recipe `aug`: 'none' or 'fastai' (fastai's `aug_transforms`)."
-    if aug == 'none': return []
-    if aug == 'fastai': return aug_transforms()
-    raise AidetectError(f"unknown augmentation recipe {aug!r}; use one of {', '.join(AUGMENTATIONS)}")
+def resolve_arch(name: str) -> tuple:
+    "('torchvision'|'timm'|'simple_cnn', what builds it) for architecture `name`, or an error saying how to list names."
+    if name == 'simple_cnn': return 'simple_cnn', simple_cnn
+    import timm
+    tv = torchvision.models.list_models()
+    if name.startswith('torchvision/') and name.removeprefix('torchvision/') in tv:
+        return 'torchvision', getattr(torchvision.models, name.removeprefix('torchvision/'))
+    fn = getattr(torchvision.models, name, None) if name in tv else None
+    if fn is not None and fn in model_meta: return 'torchvision', fn   # fastai's own: it knows their cut and split
+    tname = name.removeprefix('timm/')
+    if timm.is_model(tname): return 'timm', tname
+    if fn is not None: return 'torchvision', fn
+    raise AidetectError(f"unknown architecture {name!r}. Use simple_cnn, a torchvision name "
+                        "(python -c 'import torchvision; print(torchvision.models.list_models())') or a timm name "
+                        "(python -c 'import timm; print(timm.list_models(\"*efficientnet*\"))')")
 
-def detector_dblock(size: int = 224, valid_pct: float = 0.2, seed: int = 42, aug: str = 'fastai') -> DataBlock:
+# %% ../nbs/03_train.ipynb #8a41eac2
+def build_model(arch: str, n_out: int = 2, pretrained: bool = False) -> nn.Module:
+    "The body + head network of `arch` that `detector_learner` trains."
+    kind, fn = resolve_arch(arch)
+    if kind == 'timm': return create_timm_model(fn, n_out, pretrained=pretrained)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)
+        return create_vision_model(fn, n_out, pretrained=pretrained)
+
+# %% ../nbs/03_train.ipynb #4504072d
+def norm_stats(arch: str) -> tuple:
+    "(mean, std) the pretrained weights of `arch` expect."
+    kind, fn = resolve_arch(arch)
+    if kind == 'timm':
+        import timm
+        cfg = timm.get_pretrained_cfg(fn)
+        if cfg is not None and cfg.mean and len(cfg.mean) == 3: return list(cfg.mean), list(cfg.std)
+    return list(imagenet_stats[0]), list(imagenet_stats[1])
+
+# %% ../nbs/03_train.ipynb #b71d4b7e
+class WeightsUnavailable(AidetectError):
+    "Pretrained weights were asked for but could not be downloaded."
+
+def _weights_help(arch: str, err: Exception) -> WeightsUnavailable:
+    kind, fn = resolve_arch(arch)
+    if kind == 'timm':
+        import timm
+        cfg = timm.get_pretrained_cfg(fn)
+        what = f"the Hugging Face Hub repo {cfg.hf_hub_id}" if cfg and cfg.hf_hub_id else f'timm weights for {fn}'
+        cache = f"fill the Hugging Face cache on a machine with internet: hf download {cfg.hf_hub_id}" if cfg and cfg.hf_hub_id \
+            else 'fill the timm cache'
+    else:
+        try: url = torchvision.models.get_model_weights(fn).DEFAULT.url
+        except Exception: url = None
+        fname = url.rsplit('/', 1)[-1] if url else f'{arch} weights'
+        what = fname + (f' ({url})' if url else '')
+        cache = f"put {fname} in {Path(torch.hub.get_dir())/'checkpoints'}"
+    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    return WeightsUnavailable(
+        f"pretrained ImageNet weights for {arch} could not be downloaded: {what} ({first}).\n"
+        f"  Either: pass a local state dict for {arch} with --weights FILE (weights=FILE),\n"
+        f"  or {cache},\n"
+        f"  or train from scratch with --no-pretrained (pretrained=False).")
+
+def load_body_weights(learn: Learner, arch: str, file) -> Learner:
+    "Load a state dict for `arch` (a .pth/.pt or .safetensors file of the full ImageNet model) into `learn`'s body."
+    f = Path(file)
+    if not f.exists(): raise AidetectError(f'--weights {f} does not exist')
+    if f.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        sd = load_file(str(f))
+    else: sd = torch.load(f, map_location='cpu', weights_only=True)
+    if isinstance(sd, dict) and 'state_dict' in sd and isinstance(sd['state_dict'], dict): sd = sd['state_dict']
+    kind, fn = resolve_arch(arch)
+    try:
+        if kind == 'timm':
+            import timm
+            m = timm.create_model(fn, pretrained=False, num_classes=0)
+            missing, _ = m.load_state_dict(sd, strict=False)
+            if missing: raise RuntimeError(f'{len(missing)} weights missing, e.g. {missing[0]}')
+            learn.model[0].model.load_state_dict(m.state_dict())
+        else:
+            m = fn(weights=None) if kind == 'torchvision' else fn()
+            m.load_state_dict(sd)
+            body = create_body(m, 3, True, model_meta.get(fn, {}).get('cut'))
+            learn.model[0].load_state_dict(body.state_dict())
+    except RuntimeError as e:
+        raise AidetectError(f'{f} is not a state dict of {arch}: {str(e).splitlines()[0][:300]}') from None
+    return learn
+
+# %% ../nbs/03_train.ipynb #1cb25a05
+class CropBottom(Transform):
+    "Remove the bottom `px` rows of an image (both training and validation)."
+    order = 0
+    def __init__(self, px: int = 16): self.px = px
+    def encodes(self, x: PILImage): return type(x)(x.crop((0, 0, x.width, max(1, x.height - self.px))))
+
+class RandomGaussianBlur(RandTransform):
+    "Gaussian blur with probability `p` and σ drawn from `sigma` (training only)."
+    order, split_idx = 0, 0
+    def __init__(self, p: float = 0.5, sigma=(0.0, 3.0)): super().__init__(p=p); self.sigma = sigma
+    def encodes(self, x: PILImage): return type(x)(x.filter(ImageFilter.GaussianBlur(random.uniform(*self.sigma))))
+
+class RandomGrayscale(RandTransform):
+    "Grayscale (kept as 3 channels) with probability `p` (training only)."
+    order, split_idx = 0, 0
+    def encodes(self, x: PILImage): return type(x)(x.convert('L').convert('RGB'))
+
+class RandomJPEG(RandTransform):
+    "JPEG re-compression with probability `p` at a quality drawn from `quality` (training only)."
+    order, split_idx = 0, 0
+    def __init__(self, p: float = 0.5, quality=(30, 100)): super().__init__(p=p); self.quality = quality
+    def encodes(self, x: PILImage):
+        b = io.BytesIO(); x.save(b, 'JPEG', quality=random.randint(*self.quality))
+        return type(x)(Image.open(b).convert('RGB'))
+
+# %% ../nbs/03_train.ipynb #9ba9fc90
+AUGMENTATIONS = ('none', 'fastai', 'epstein', 'cnndetection')
+
+def _check_aug(aug):
+    if aug not in AUGMENTATIONS:
+        raise AidetectError(f"unknown augmentation recipe {aug!r}; use one of {', '.join(AUGMENTATIONS)}")
+
+def item_tfms(aug: str = 'fastai', size: int = 224) -> list:
+    "Item transforms of recipe `aug` at `size` px: what both training and inference apply to one image."
+    _check_aug(aug)
+    if aug == 'epstein':
+        return [CropBottom(16), RandomGaussianBlur(p=0.01), RandomGrayscale(p=0.05), RandomCrop(size)]
+    if aug == 'cnndetection': return [RandomGaussianBlur(p=0.5), RandomJPEG(p=0.5), Resize(size, method=ResizeMethod.Crop)]
+    return [Resize(size, method=ResizeMethod.Crop)]
+
+def batch_tfms(aug: str = 'fastai', size: int = 224) -> list:
+    "Batch augmentations of recipe `aug` (training only)."
+    _check_aug(aug)
+    return aug_transforms() if aug == 'fastai' else []
+
+# %% ../nbs/03_train.ipynb #e2eec2d1
+def detector_dblock(size: int = 224, valid_pct: float = 0.2, seed: int = 42, aug: str = 'fastai',
+                    arch: str = 'resnet34') -> DataBlock:
     "A `DataBlock` over manifest rows: `file` → `DetectorImage`, `label` → real/ai, split by `group`."
     return DataBlock(blocks=(ImageBlock(DetectorImage), CategoryBlock(vocab=list(LABELS), sort=False)),
                      get_x=ColReader('file'), get_y=ColReader('label'),
                      splitter=lambda df: group_split_idxs(df, valid_pct, seed),
-                     item_tfms=Resize(size, method=ResizeMethod.Crop),
-                     batch_tfms=[*aug_tfms(aug, size), Normalize.from_stats(*imagenet_stats)])
+                     item_tfms=item_tfms(aug, size),
+                     batch_tfms=[*batch_tfms(aug, size), Normalize.from_stats(*norm_stats(arch))])
 
-# %% ../nbs/03_train.ipynb #d738b6ac
+# %% ../nbs/03_train.ipynb #42b98a4f
+def balance_weights(df: pd.DataFrame) -> np.ndarray:
+    "Sampling weights so each label, and within it each domain, is drawn equally often."
+    n_dom = df.groupby('label')['domain'].transform('nunique')
+    n_cell = df.groupby(['label', 'domain'])['label'].transform('size')
+    w = 1.0 / (df['label'].nunique() * n_dom * n_cell)
+    return (w / w.sum()).to_numpy()
+
 def detector_dls(source, size: int = 224, bs: int = 64, valid_pct: float = 0.2, seed: int = 42, aug: str = 'fastai',
-                 num_workers: int | None = None, device=None, verbose: bool = True):
+                 arch: str = 'resnet34', balance: bool = False, num_workers: int | None = None, device=None,
+                 verbose: bool = True):
     "DataLoaders for dataset folder(s) or a manifest DataFrame `source`, split by group; `dls.manifest` holds the rows."
     df = load_datasets(source)
     if df.empty: raise AidetectError('the dataset has no images; check manifest.csv')
     missing = set(LABELS) - set(df['label'])
     if missing: raise AidetectError(f"a detector needs both classes; no {'/'.join(sorted(missing))} images in the data")
-    if verbose: print(count_table(df).to_string(), end='\n\n')
+    if verbose: print(count_table(df, by=('dataset', 'domain', 'label')).to_string(), end='\n\n')
     tr, va = group_split_idxs(df, valid_pct, seed)
     if valid_pct > 0 and not va: raise AidetectError('too few groups to split off a validation set; add images or use --valid-pct 0')
     if len(tr) < bs:   # fastai drops the last partial training batch: with fewer images than bs there'd be none
         warnings.warn(f'batch size {bs} is larger than the {len(tr)} training images; using {len(tr)}')
         bs = len(tr)
     if num_workers is None: num_workers = 0 if len(df) < 2000 else min(8, torch.get_num_threads())
-    dls = detector_dblock(size, valid_pct, seed, aug).dataloaders(df, bs=bs, num_workers=num_workers, device=device)
-    dls.manifest, dls.size, dls.seed, dls.valid_pct = df, size, seed, valid_pct
+    dblock = detector_dblock(size, valid_pct, seed, aug, arch)
+    if balance:   # fastai's weighted DataLoader: the training set is sampled with these weights, valid is untouched
+        dsets = dblock.datasets(df)
+        wgts = balance_weights(df.iloc[dsets.splits[0]].reset_index(drop=True))
+        dls = dsets.weighted_dataloaders(wgts, bs=bs, num_workers=num_workers, device=device,
+                                         after_item=dblock.item_tfms, after_batch=dblock.batch_tfms)
+    else: dls = dblock.dataloaders(df, bs=bs, num_workers=num_workers, device=device)
+    dls.manifest, dls.size, dls.seed, dls.valid_pct, dls.aug, dls.balance = df, size, seed, valid_pct, aug, balance
     keys = df['domain'] + ':' + df['group']   # what identifies a source photo across datasets
     dls.train_groups, dls.valid_groups = sorted(set(keys.iloc[tr])), sorted(set(keys.iloc[va]))
     return dls
-
-# %% ../nbs/03_train.ipynb #8c9f3593
-class WeightsUnavailable(AidetectError):
-    "Pretrained weights were asked for but could not be downloaded."
-
-def resolve_arch(name: str):
-    "The torchvision model function called `name` (e.g. 'resnet34'), or `AidetectError` saying how to list names."
-    fn = getattr(torchvision.models, name, None) if name.islower() else None
-    if fn is None or not callable(fn) or name.startswith('_') or name not in torchvision.models.list_models():
-        raise AidetectError(f"unknown architecture {name!r}. Valid names are torchvision's: "
-                            "python -c 'import torchvision; print(torchvision.models.list_models())'")
-    return fn
-
-def _weights_help(name: str, err: Exception) -> WeightsUnavailable:
-    try: url = torchvision.models.get_model_weights(name).DEFAULT.url
-    except Exception: url = None
-    fname = url.rsplit('/', 1)[-1] if url else f'{name} weights'
-    where = Path(torch.hub.get_dir())/'checkpoints'/fname
-    return WeightsUnavailable(
-        f"pretrained ImageNet weights for {name} could not be downloaded ({err}).\n"
-        f"  Either: put {fname}{f' (from {url})' if url else ''} in {where},\n"
-        f"  or train from scratch with --no-pretrained (pretrained=False).")
 
 # %% ../nbs/03_train.ipynb #f6a9e044
 def detector_metrics() -> list:
     "accuracy, precision, recall, F1 (AI positive) and ROC AUC, as fastai metrics."
     return [accuracy, Precision(pos_label=1), Recall(pos_label=1), F1Score(pos_label=1), RocAucBinary()]
 
-def detector_learner(dls, arch: str = 'resnet34', pretrained: bool = True, metrics=None, **kwargs) -> Learner:
-    "A fastai `vision_learner` for `dls` with architecture `arch`; offline pretrained weights give a clear error."
-    fn = resolve_arch(arch)
+def detector_learner(dls, arch: str = 'resnet34', pretrained: bool = True, weights=None, metrics=None,
+                     mixed_precision: bool | None = None, **kwargs) -> Learner:
+    "A fastai `vision_learner` for `dls`: `arch` by name, ImageNet weights (downloaded, or the local file `weights`)."
+    kind, fn = resolve_arch(arch)
+    if kind == 'simple_cnn' and (pretrained or weights):
+        raise AidetectError('simple_cnn has no pretrained weights: train it with --no-pretrained')
+    download = pretrained and weights is None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', FutureWarning)
-            learn = vision_learner(dls, fn, pretrained=pretrained, loss_func=CrossEntropyLossFlat(),
+            learn = vision_learner(dls, fn, pretrained=download, loss_func=CrossEntropyLossFlat(), normalize=False,
                                    metrics=detector_metrics() if metrics is None else metrics, **kwargs)
     except (URLError, ConnectionError, OSError) as e:
-        if not pretrained: raise
+        if not download: raise
         raise _weights_help(arch, e) from e
-    learn.arch_name, learn.pretrained = arch, pretrained
+    if weights is not None:
+        load_body_weights(learn, arch, weights)
+        learn.freeze()
+    learn.arch_name, learn.pretrained, learn.weights_file = arch, bool(pretrained or weights), str(weights or '') or None
+    # mixed precision wherever there is a GPU: fastai's MixedPrecision callback (torch.autocast + grad scaling)
+    learn.mixed_precision = (dls.device.type == 'cuda') if mixed_precision is None else mixed_precision
+    if learn.mixed_precision: learn.to_fp16()
     return learn
 
 # %% ../nbs/03_train.ipynb #5685fee6
@@ -130,14 +272,16 @@ def suggest_lr(learn: Learner, num_it: int = 100, show_plot: bool = False) -> fl
 
 # %% ../nbs/03_train.ipynb #922f438c
 def train_detector(source, arch: str = 'resnet34', epochs: int = 3, freeze_epochs: int = 1, size: int = 224,
-                   bs: int = 64, lr: float | None = None, pretrained: bool = True, valid_pct: float = 0.2,
-                   seed: int = 42, aug: str = 'fastai', lr_find_its: int = 100, show_plot: bool = False,
-                   num_workers: int | None = None, device=None, verbose: bool = True) -> Learner:
+                   bs: int = 64, lr: float | None = None, pretrained: bool = True, weights=None, valid_pct: float = 0.2,
+                   seed: int = 42, aug: str = 'fastai', balance: bool = False, lr_find_its: int = 100,
+                   show_plot: bool = False, num_workers: int | None = None, device=None, verbose: bool = True) -> Learner:
     "Train a real/AI detector on dataset folder(s) `source`: DataLoaders, `vision_learner`, `lr_find`, `fine_tune`; `verbose=False` is silent."
     from fastai.torch_core import set_seed
     set_seed(seed, reproducible=True)
-    dls = detector_dls(source, size, bs, valid_pct, seed, aug, num_workers, device, verbose)
-    learn = detector_learner(dls, arch, pretrained)
+    resolve_arch(arch)   # a wrong name fails before any data is read
+    dls = detector_dls(source, size, bs, valid_pct, seed, aug, arch, balance, num_workers, device, verbose)
+    learn = detector_learner(dls, arch, pretrained, weights)
+    pretrained = learn.pretrained
     t0 = time.time()
     if lr is None:
         lr = suggest_lr(learn, lr_find_its, show_plot)
@@ -147,7 +291,23 @@ def train_detector(source, arch: str = 'resnet34', epochs: int = 3, freeze_epoch
         if pretrained: learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs)
         else: learn.fit_one_cycle(epochs + freeze_epochs, lr)
     learn.lr_used, learn.train_seconds = lr, time.time() - t0
+    learn.images_seen = len(dls.train_ds) * (epochs + freeze_epochs)
     return learn
+
+def training_summary(learn: Learner) -> str:
+    "One line: best value of each metric (and its epoch), time, images/s."
+    names = ['valid_loss'] + [m.name for m in learn.metrics]
+    vals = np.array([[float(v) for v in r[1:]] for r in learn.recorder.values]) if learn.recorder.values else None
+    parts = []
+    if vals is not None:
+        for j, n in enumerate(names):
+            col = vals[:, j]
+            if np.isnan(col).all(): continue
+            i = int(np.nanargmin(col) if n == 'valid_loss' else np.nanargmax(col))
+            parts.append(f"{n.replace('_score', '')} {col[i]:.3f} (epoch {i})")
+    secs = getattr(learn, 'train_seconds', 0) or 0
+    ips = getattr(learn, 'images_seen', 0) / secs if secs else 0
+    return f"best: {', '.join(parts)}; {secs:.0f}s, {ips:.1f} images/s (lr {getattr(learn, 'lr_used', float('nan')):.2e})"
 
 # %% ../nbs/03_train.ipynb #205fc01a
 def _git_commit() -> str | None:
@@ -166,9 +326,12 @@ def detector_info(learn: Learner) -> dict:
     names = ['valid_loss'] + [m.name for m in learn.metrics]
     vals = learn.recorder.values[-1][1:] if learn.recorder.values else []
     roots = dls.manifest.attrs.get('roots', [])
-    return dict(format='aidetect-detector/1', arch=learn.arch_name, pretrained=bool(learn.pretrained), n_out=2,
-                size=int(dls.size), resize='crop', mean=list(imagenet_stats[0]), std=list(imagenet_stats[1]),
-                vocab=list(dls.vocab), positive='ai',
+    norm = [t for t in dls.after_batch.fs if isinstance(t, Normalize)][0]
+    return dict(format='aidetect-detector/1', arch=learn.arch_name, pretrained=bool(learn.pretrained),
+                weights_file=getattr(learn, 'weights_file', None), n_out=2, size=int(dls.size), aug=dls.aug,
+                mean=[float(v) for v in norm.mean.flatten()], std=[float(v) for v in norm.std.flatten()],
+                vocab=list(dls.vocab), positive='ai', balance=bool(dls.balance),
+                mixed_precision=bool(getattr(learn, 'mixed_precision', False)),
                 datasets=[dict(name=Path(r).name, path=str(r), manifest_sha256=manifest_hash(r)) for r in roots],
                 n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), seed=dls.seed, valid_pct=dls.valid_pct,
                 train_groups=list(dls.train_groups), valid_groups=list(dls.valid_groups),

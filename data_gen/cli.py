@@ -164,6 +164,8 @@ def main(argv=None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
     if a.command is None: p.print_help(); return 2
+    from aidetect.cli import quiet_libs
+    quiet_libs('aidetect-gen')
     try:
         rc = dict(variations=_variations, fetch=_fetch, **{'import': _import})[a.command](a)
     except AidetectError as e:
