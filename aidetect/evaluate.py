@@ -103,10 +103,11 @@ def evaluate(model, datasets, threshold: float = 0.5, bs: int = 64, allow_pickle
     return EvalResult(p, threshold, det, pd.DataFrame(bad, columns=['dataset', 'path', 'reason']), manifests)
 
 # %% ../nbs/05_evaluate.ipynb #9da9efe2
-def metrics_table(preds: pd.DataFrame, threshold: float = 0.5, by: str = 'dataset', all_row: bool = True) -> pd.DataFrame:
-    "One row of `binary_metrics` per value of `by` in predictions `preds` (plus an 'all' row)."
+def metrics_table(preds: pd.DataFrame, threshold: float = 0.5, by: str = 'dataset', all_row: bool = True,
+                  keys=None) -> pd.DataFrame:
+    "One row of `binary_metrics` per value of `by` in predictions `preds` (or per `keys`, empty ones included; plus 'all')."
     rows = []
-    keys = list(dict.fromkeys(preds[by])) if len(preds) else []
+    keys = list(keys) if keys is not None else list(dict.fromkeys(preds[by])) if len(preds) else []
     for k in keys + (['all'] if all_row and len(keys) != 1 else []):
         d = preds if k == 'all' else preds[preds[by] == k]
         rows.append({by: k, **binary_metrics((d['label'] == POSITIVE).astype(int), d['prob_ai'], threshold)})
@@ -114,6 +115,7 @@ def metrics_table(preds: pd.DataFrame, threshold: float = 0.5, by: str = 'datase
 
 def confusion_counts(preds: pd.DataFrame, threshold: float = 0.5) -> np.ndarray:
     "2×2 counts: rows true [real, ai], columns predicted [real, ai]."
+    if len(preds) == 0: return np.zeros((2, 2), dtype=int)
     y = (preds['label'] == POSITIVE).astype(int)
     return confusion_matrix(y, (preds['prob_ai'] >= threshold).astype(int), labels=[0, 1])
 
@@ -134,7 +136,7 @@ class EvalResult:
     @property
     def table(self) -> pd.DataFrame:
         "Metrics per test dataset (and 'all') at the result's threshold."
-        t = metrics_table(self.preds, self.threshold)
+        t = metrics_table(self.preds, self.threshold, keys=self.datasets)
         n_bad = self.unreadable.groupby('dataset').size()
         t.insert(1, 'unreadable', [int(n_bad.get(d, 0)) if d != 'all' else len(self.unreadable) for d in t['dataset']])
         return t

@@ -1,0 +1,111 @@
+"""Evaluation: every number is sklearn's from the predictions; degenerate data reads well; class order never flips."""
+import warnings
+import numpy as np, pandas as pd
+import pytest, torch
+from sklearn.metrics import (accuracy_score, precision_score, recall_score, f1_score, roc_auc_score,
+                             average_precision_score)
+from aidetect.evaluate import (binary_metrics, metrics_table, probabilistic_f1, confusion_state, confusion_counts,
+                               evaluate, format_table, transfer_matrix, transfer_heatmap)
+from aidetect.detector import Detector, detector_pipeline
+from aidetect.manifest import read_manifest, write_manifest
+from aidetect.train import train_detector
+
+
+def _sk(y, p, th):
+    yhat = (p >= th).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        both = 0 < y.sum() < len(y)
+        return dict(accuracy=accuracy_score(y, yhat), precision=precision_score(y, yhat, zero_division=np.nan),
+                    recall=recall_score(y, yhat, zero_division=np.nan), f1=f1_score(y, yhat, zero_division=np.nan),
+                    roc_auc=roc_auc_score(y, p) if both else np.nan,
+                    average_precision=average_precision_score(y, p) if y.sum() else np.nan)
+
+
+@pytest.mark.parametrize('seed', range(6))
+@pytest.mark.parametrize('threshold', [0.0, 0.3, 0.5, 0.9, 1.0])
+def test_table_equals_sklearn_on_random_predictions(seed, threshold):
+    rng = np.random.RandomState(seed)
+    n = rng.randint(1, 40)
+    preds = pd.DataFrame(dict(dataset=rng.choice(['a', 'b', 'c'], n), label=rng.choice(['real', 'ai'], n),
+                              prob_ai=rng.rand(n).round(rng.choice([1, 6]))))   # rounding makes ties
+    t = metrics_table(preds, threshold).set_index('dataset')
+    assert list(t.index) == list(dict.fromkeys(preds.dataset)) + (['all'] if preds.dataset.nunique() > 1 else [])
+    for d in t.index:
+        g = preds if d == 'all' else preds[preds.dataset == d]
+        y, p = (g.label == 'ai').astype(int).to_numpy(), g.prob_ai.to_numpy()
+        np.testing.assert_allclose(t.loc[d, list(_sk(y, p, threshold))].to_numpy(dtype=float),
+                                   list(_sk(y, p, threshold).values()), equal_nan=True)
+        assert (t.loc[d, 'n'], t.loc[d, 'n_ai']) == (len(g), y.sum())
+
+
+def test_probabilistic_f1_by_hand():
+    # pTP = .9 + .5 = 1.4, pFP = .2 + .1 = .3, pPrecision = 1.4/1.7, pRecall = 1.4/2
+    pp, pr = 1.4 / 1.7, 1.4 / 2
+    assert probabilistic_f1([1, 1, 0, 0], [0.9, 0.5, 0.2, 0.1]) == pytest.approx(2 * pp * pr / (pp + pr))
+    assert probabilistic_f1([1, 0], [0.0, 0.0]) != probabilistic_f1([1, 0], [0.0, 0.0])   # undefined: NaN
+    assert probabilistic_f1([1, 1], [1.0, 1.0]) == 1.0
+
+
+@pytest.mark.parametrize('threshold,expected', [(0.0, [[0, 2], [0, 3]]), (0.35, [[1, 1], [1, 2]]),
+                                                (0.65, [[2, 0], [2, 1]]), (1.01, [[2, 0], [3, 0]])])
+def test_widget_update_gives_the_right_matrix(threshold, expected):
+    preds = pd.DataFrame(dict(dataset='d', label=['real', 'real', 'ai', 'ai', 'ai'], path=list('abcde'),
+                              prob_ai=[0.1, 0.4, 0.3, 0.6, 0.7]))
+    st = confusion_state(preds, 'd', threshold)
+    assert st['matrix'].tolist() == expected
+    assert st['metrics']['n'] == 5 and len(st['mistakes']) == expected[0][1] + expected[1][0]
+    assert confusion_state(preds, 'all', threshold)['matrix'].tolist() == expected
+
+
+def test_degenerate_datasets_give_readable_rows(demo_data, tmp_path):
+    learn = train_detector(demo_data['scenes-train'], size=32, bs=16, epochs=1, freeze_epochs=0, pretrained=False,
+                           lr=1e-3, verbose=False)
+    m = read_manifest(demo_data['textures'])
+    only_real, empty = tmp_path / 'only-real', tmp_path / 'empty'
+    real = m[m.label == 'real']
+    for _, r in real.iterrows():
+        (only_real / r.path).parent.mkdir(parents=True, exist_ok=True)
+        (only_real / r.path).write_bytes((demo_data['textures'] / r.path).read_bytes())
+    (only_real / real.path.iloc[0]).write_bytes(b'')                  # and one image that went bad
+    write_manifest(real, only_real); write_manifest(m.iloc[:0], empty)
+    res = evaluate(learn, {'only-real': only_real, 'empty': empty}, progress=False)
+    t = res.table.set_index('dataset')
+    assert t.loc['only-real', 'n'] == len(real) - 1 and t.loc['only-real', 'unreadable'] == 1
+    assert np.isnan(t.loc['only-real', 'roc_auc']) and t.loc['empty', 'n'] == 0
+    text = format_table(res.table)
+    assert 'n/a' in text and 'nan' not in text.lower()
+    assert res.unreadable.reason.iloc[0].startswith('empty-file')
+    files = res.save(tmp_path / 'report')                              # plots and report files for empty sets too
+    assert len(files['confusion']) == 2 and 'n/a' in files['report'].read_text()
+
+
+def test_overlap_with_training_groups_is_warned(demo_data):
+    learn = train_detector(demo_data['scenes-train'], size=32, bs=16, epochs=1, freeze_epochs=0, pretrained=False,
+                           lr=1e-3, verbose=False)
+    with pytest.warns(UserWarning, match="in the model's training data"):
+        evaluate(learn, {'same': demo_data['scenes-train']}, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                                 # held-out groups: no warning
+        evaluate(learn, {'held-out': demo_data['scenes-test']}, progress=False)
+
+
+def test_class_order_is_read_from_the_model():
+    class Const(torch.nn.Module):
+        def forward(self, x): return torch.tensor([[2.0, 0.0]]).repeat(len(x), 1)
+    x = torch.zeros(3, 3, 8, 8, dtype=torch.uint8)
+    ai_first = Detector(Const(), detector_pipeline('none', 8), [0, 0, 0], [1, 1, 1], vocab=['ai', 'real'], device='cpu')
+    real_first = Detector(Const(), detector_pipeline('none', 8), [0, 0, 0], [1, 1, 1], vocab=['real', 'ai'], device='cpu')
+    assert (ai_first.predict_batch(x) > 0.8).all() and (real_first.predict_batch(x) < 0.2).all()
+
+
+def test_transfer_matrix_and_heatmap(demo_data, tmp_path):
+    a = train_detector(demo_data['scenes-train'], size=32, bs=16, epochs=1, freeze_epochs=0, pretrained=False, lr=1e-3, verbose=False)
+    b = train_detector([demo_data['scenes-train'], demo_data['textures']], size=32, bs=16, epochs=1, freeze_epochs=0,
+                       pretrained=False, lr=1e-3, verbose=False)
+    tm = transfer_matrix({'scenes': a, 'scenes+textures': b}, {'scenes-test': demo_data['scenes-test'], 'textures': demo_data['textures']})
+    assert tm[['model', 'dataset']].values.tolist() == [['scenes', 'scenes-test'], ['scenes', 'textures'],
+                                                         ['scenes+textures', 'scenes-test'], ['scenes+textures', 'textures']]
+    fig = transfer_heatmap(tm, 'f1')
+    fig.savefig(tmp_path / 'h.png')
+    assert (tmp_path / 'h.png').stat().st_size > 1000
