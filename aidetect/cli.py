@@ -11,8 +11,8 @@ from pathlib import Path
 from .core import AidetectError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'build_parser', 'quiet_libs', 'cmd_train', 'cmd_eval', 'iter_image_files', 'cmd_predict', 'cmd_demo',
-           'main']
+__all__ = ['COMMANDS', 'build_parser', 'quiet_libs', 'cmd_train', 'cmd_eval', 'iter_image_files', 'cmd_predict', 'cmd_explain',
+           'cmd_app', 'cmd_demo', 'main']
 
 # %% ../nbs/07_cli.ipynb #70c08648
 def _pos_int(s):
@@ -81,6 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--device', default=None, help='cpu or cuda')
     r.add_argument('--allow-pickle', action='store_true', help='allow loading a fastai .pkl (runs code from the file)')
 
+    x = sub.add_parser('explain', formatter_class=_F, help='Grad-CAM overlays: where the detector looks',
+                       description='Write a Grad-CAM overlay PNG (heatmap of evidence for the AI class) for each image.')
+    x.add_argument('model', metavar='MODEL', help='model path (safe pair; .pkl needs --allow-pickle)')
+    x.add_argument('images', nargs='+', metavar='IMAGE', help='image files')
+    x.add_argument('--out', '-o', required=True, metavar='DIR', help='folder for the <stem>_gradcam.png files')
+    x.add_argument('--layer', default=None, help='block to explain, e.g. layer3 or layer4 for ResNets (default: the last)')
+    x.add_argument('--allow-pickle', action='store_true', help='allow loading a fastai .pkl (runs code from the file)')
+
+    w = sub.add_parser('app', formatter_class=_F, help='a web app: upload an image, get P(AI) and a Grad-CAM overlay',
+                       description='Start a Gradio app serving one or more detectors (safe .safetensors + .json pairs '
+                       'only; pickles are refused). Binds to localhost unless --host says otherwise.')
+    w.add_argument('models', nargs='+', metavar='MODEL', help='model path(s); several give a dropdown')
+    w.add_argument('--host', default='127.0.0.1', help='address to bind (0.0.0.0 exposes the app to your network)')
+    w.add_argument('--port', type=_pos_int, default=7860, help='port')
+    w.add_argument('--max-pixels', type=_pos_int, default=40_000_000, help='larger images are refused')
+    w.add_argument('--max-mb', type=float, default=20, help='larger files are refused')
+    w.add_argument('--layer', default=None, help='Grad-CAM layer (default: the last block)')
+
     d = sub.add_parser('demo', formatter_class=_F, help='the whole job offline on built-in photos (a few minutes on a CPU)',
                        description='Make small datasets from scikit-image sample photos and a random-weight tiny image '
                        'variation pipeline, train a ResNet34 from scratch, evaluate on a held-out split and a second '
@@ -102,10 +120,20 @@ def quiet_libs(prog: str = 'aidetect'):
     warnings.filterwarnings('ignore', category=DeprecationWarning)
     warnings.showwarning = lambda msg, cat, *a, **k: print(f'{prog}: warning: {msg}', file=sys.stderr)
 
+def _check_model(path):
+    "Fail fast (before torch loads) when no model file is at `path`."
+    p = Path(path)
+    base = p.with_suffix('') if p.suffix in ('.json', '.safetensors', '.pkl') else p
+    if not any(Path(f'{base}.{e}').exists() for e in ('json', 'pkl')):
+        raise AidetectError(f'no detector at {path}: expected {base.name}.json + {base.name}.safetensors '
+                            '(written by `aidetect train`)')
+
 def cmd_train(a):
     "aidetect train"
-    from aidetect.train import train_detector, export_detector, training_summary
+    from aidetect.manifest import read_manifest
     if a.no_pretrained and a.weights: raise AidetectError('--weights and --no-pretrained contradict each other; pick one')
+    for d in a.datasets: read_manifest(d)   # a wrong path fails now, not after loading torch and fastai
+    from aidetect.train import train_detector, export_detector, training_summary
     learn = train_detector(a.datasets, a.arch, a.epochs, a.freeze_epochs, a.size, a.bs, a.lr, not a.no_pretrained,
                            a.weights, a.valid_pct, a.seed, a.aug, a.balance, device=a.device)
     files = export_detector(learn, a.out)
@@ -115,6 +143,9 @@ def cmd_train(a):
 
 def cmd_eval(a):
     "aidetect eval"
+    from aidetect.manifest import read_manifest
+    _check_model(a.model)
+    for d in a.datasets: read_manifest(d)
     from aidetect.evaluate import evaluate, format_table
     if a.names and len(a.names) != len(a.datasets):
         raise AidetectError(f'--names gives {len(a.names)} names for {len(a.datasets)} datasets')
@@ -142,6 +173,7 @@ def cmd_predict(a, chunk: int = 4096):
     "aidetect predict"
     import csv
     from aidetect.detector import load_detector, predict_files
+    _check_model(a.model)
     for p in a.paths:
         if not Path(p).exists(): raise AidetectError(f'{p} does not exist')
     det = load_detector(a.model, allow_pickle=a.allow_pickle, device=a.device)
@@ -163,6 +195,25 @@ def cmd_predict(a, chunk: int = 4096):
     print(f'{n} file(s), {bad} unreadable' + (f'; wrote {a.out}' if a.out else ''), file=sys.stderr)
     return 0
 
+def cmd_explain(a):
+    "aidetect explain"
+    for f in a.images:
+        if not Path(f).exists(): raise AidetectError(f'{f} does not exist')
+    from aidetect.explain import explain_files
+    from aidetect.detector import load_detector
+    for dest, p in explain_files(load_detector(a.model, allow_pickle=a.allow_pickle), a.images, a.out, a.layer):
+        print(f'{dest}\tP(AI)={p:.3f}')
+    return 0
+
+def cmd_app(a):
+    "aidetect app"
+    try: import gradio  # noqa: F401
+    except ImportError: raise AidetectError('the app needs Gradio: pip install "aidetect[app]"') from None
+    from aidetect.app import serve
+    if a.host not in ('127.0.0.1', 'localhost'): print(f'aidetect: serving on {a.host}: reachable from other machines', file=sys.stderr)
+    serve(a.models, a.host, a.port, a.max_pixels, a.max_mb, a.layer)
+    return 0
+
 def cmd_demo(a):
     "aidetect demo"
     from aidetect.demo import run_demo
@@ -170,7 +221,7 @@ def cmd_demo(a):
     return 0
 
 # %% ../nbs/07_cli.ipynb #c3379330
-COMMANDS = dict(train=cmd_train, eval=cmd_eval, predict=cmd_predict, demo=cmd_demo)
+COMMANDS = dict(train=cmd_train, eval=cmd_eval, predict=cmd_predict, explain=cmd_explain, app=cmd_app, demo=cmd_demo)
 
 def main(argv=None) -> int:
     "Entry point of the `aidetect` command."
