@@ -11,24 +11,23 @@ from pathlib import Path
 from .core import AidetectError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'build_parser', 'quiet_libs', 'cmd_train', 'cmd_eval', 'iter_image_files', 'cmd_predict', 'cmd_explain',
-           'cmd_app', 'cmd_demo', 'main']
+__all__ = ['COMMANDS', 'arg_range', 'build_parser', 'quiet_libs', 'cmd_train', 'cmd_eval', 'iter_image_files', 'cmd_predict',
+           'cmd_explain', 'cmd_app', 'cmd_demo', 'main']
 
 # %% ../nbs/07_cli.ipynb #70c08648
-def _pos_int(s):
-    v = int(s)
-    if v < 1: raise argparse.ArgumentTypeError(f'must be a positive integer, got {s}')
-    return v
+def arg_range(typ=int, lo=None, hi=None, hi_open: bool = False):
+    "An argparse `type`: a `typ` in [lo, hi] ([lo, hi) with `hi_open`), else a one-line error naming the range."
+    def check(s):
+        try: v = typ(s)
+        except ValueError: raise argparse.ArgumentTypeError(f'expected {typ.__name__}, got {s!r}') from None
+        if (lo is not None and v < lo) or (hi is not None and (v >= hi if hi_open else v > hi)):
+            want = f'at least {lo}' if hi is None else f"in [{lo}, {hi}{')' if hi_open else ']'}"
+            raise argparse.ArgumentTypeError(f'must be {want}, got {s}')
+        return v
+    check.__name__ = typ.__name__   # argparse names the type in its messages
+    return check
 
-def _frac(s):
-    v = float(s)
-    if not 0 <= v < 1: raise argparse.ArgumentTypeError(f'must be in [0, 1), got {s}')
-    return v
-
-def _prob(s):
-    v = float(s)
-    if not 0 <= v <= 1: raise argparse.ArgumentTypeError(f'must be in [0, 1], got {s}')
-    return v
+_pos_int, _frac, _prob = arg_range(int, 1), arg_range(float, 0, 1, hi_open=True), arg_range(float, 0, 1)
 
 _F = argparse.ArgumentDefaultsHelpFormatter
 

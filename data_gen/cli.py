@@ -3,6 +3,7 @@ from __future__ import annotations
 import argparse, os, sys
 
 from aidetect.core import AidetectError
+from aidetect.cli import arg_range
 
 __all__ = ['main', 'build_parser']
 
@@ -18,16 +19,7 @@ EPILOG = """examples:
 Rerun the same command after a crash or Ctrl-C: finished images are verified and skipped."""
 
 
-def _positive_int(s):
-    v = int(s)
-    if v < 1: raise argparse.ArgumentTypeError(f'must be a positive integer, got {s}')
-    return v
-
-
-def _nonneg_int(s):
-    v = int(s)
-    if v < 0: raise argparse.ArgumentTypeError(f'must be 0 or more, got {s}')
-    return v
+_positive_int, _nonneg_int = arg_range(int, 1), arg_range(int, 0)
 
 
 def build_parser() -> argparse.ArgumentParser:

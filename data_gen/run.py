@@ -15,7 +15,7 @@ from PIL import Image
 
 from aidetect.core import AidetectError
 from aidetect.images import BadImage, open_image, source_style, EXTENSIONS
-from aidetect.manifest import REJECTED
+from aidetect.manifest import MANIFEST, REJECTED
 from .distributor import Distributor
 from .sources import Source, scan_sources, select_sources, variant_relpath, variant_seed
 from .writer import BackgroundWriter, DatasetWriter, merge_parts, remove_temp_files, verified_rows, read_all
@@ -134,13 +134,16 @@ def run_variations(job: VariationJob, backend, progress: bool | None = None, log
         "A variant's path without its extension, which depends on the source's format (known once it is read)."
         return variant_relpath(s.rel, meta['generator'], k, '', s.rel not in clashes)
 
-    # Tidy what a killed run left, once, before any process starts writing.
+    # Tidy what a killed run left, once, before any process starts writing: temporary files go, and the manifest
+    # keeps only rows whose file is there with its recorded sha256 (the others are redone).
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         remove_temp_files(out)
+        good, n_bad = verified_rows(out)
+        if n_bad: log(f"{n_bad} manifest row(s) point at missing or changed files; redoing them")
+        if len(good) or n_bad: merge_parts(out, good)
     dist.wait()
-    good, n_bad = verified_rows(out)
-    if n_bad and dist.is_main: log(f"{n_bad} manifest row(s) point at missing or changed files; redoing them")
+    good = read_all(out, MANIFEST)
     rej = read_all(out, REJECTED)
     rejected_inputs = set(rej.loc[rej['reason'] != BLACKOUT, 'path'])
     done = set(good['path']) | set(rej.loc[rej['reason'] == BLACKOUT, 'path']) | \

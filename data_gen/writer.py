@@ -37,11 +37,11 @@ def verified_rows(out: Path) -> tuple[pd.DataFrame, int]:
     return df.loc[pd.Series(ok, index=df.index, dtype=bool)].reset_index(drop=True), int(len(ok) - sum(ok))
 
 
-def merge_parts(out: Path) -> pd.DataFrame:
-    "Merge manifest/rejected parts and the main files into sorted manifest.csv and rejected.csv; returns the manifest."
+def merge_parts(out: Path, rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    "Merge parts and main files into sorted manifest.csv (or write `rows` as it) and rejected.csv; returns the manifest."
     out = Path(out)
-    good, _ = verified_rows(out)
-    m = make_manifest(good).sort_values('path').reset_index(drop=True)
+    if rows is None: rows = read_all(out, MANIFEST).drop_duplicates('path', keep='last')
+    m = make_manifest(rows).sort_values('path').reset_index(drop=True)
     write_manifest(m, out)
     rej = read_all(out, REJECTED)
     rej = rej[~rej['path'].isin(set(m['path']))].sort_values(list(REJECTED_COLUMNS)).reset_index(drop=True)

@@ -1,9 +1,11 @@
 """Shared fixtures: a private model cache, the tiny generator, small image folders and datasets."""
-import io, os, sys, subprocess, tempfile
+import atexit, io, os, shutil, sys, subprocess, tempfile
 from pathlib import Path
 
-# A private cache, set before aidetect is imported: tests never touch (or depend on) the user's ~/.cache.
-os.environ.setdefault('AIDETECT_CACHE', tempfile.mkdtemp(prefix='aidetect-test-cache-'))
+# Set before aidetect is imported: tests never touch (or depend on) the user's ~/.cache.
+if 'AIDETECT_CACHE' not in os.environ:  # a private model cache per test session, removed at the end
+    os.environ['AIDETECT_CACHE'] = tempfile.mkdtemp(prefix='aidetect-test-cache-')
+    atexit.register(shutil.rmtree, os.environ['AIDETECT_CACHE'], ignore_errors=True)
 os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
 
 import numpy as np

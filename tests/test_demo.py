@@ -3,7 +3,7 @@ from conftest import run_cli
 
 
 def test_small_demo_end_to_end(tmp_path):
-    p = run_cli('aidetect', 'demo', '--out', tmp_path / 'demo', '--per-photo', '4', '--steps', '2', '--epochs', '1',
+    p = run_cli('aidetect', 'demo', '--out', tmp_path / 'demo', '--per-photo', '4', '--steps', '2', '--epochs', '1', '--size', '32',
                 check=0)
     assert 'RANDOM WEIGHTS' in p.stdout and 'machinery' in p.stdout and 'aidetect-gen variations' in p.stdout
     for f in ('report/metrics.csv', 'report/predictions.csv', 'report/confusion_textures.png',

@@ -315,3 +315,15 @@ def test_dalle2_backend_round_trips_through_a_local_server_with_a_429(photo_fold
         assert set(ai.format) == {'JPEG', 'PNG'}                            # saved like their sources
         assert _run(photo_folder, out, b, size=256).done == 0 and len(calls) == 7   # resumed: no new requests
     finally: srv.shutdown()
+
+
+def test_changed_or_missing_files_are_redone_on_rerun(photo_folder, tmp_path, tiny_backend):
+    out = tmp_path / 'ds'
+    _run(photo_folder, out, tiny_backend)
+    before = _files(out)
+    m = read_manifest(out)
+    ai, real = m.loc[m.label == 'ai', 'path'].iloc[0], m.loc[m.label == 'real', 'path'].iloc[1]
+    (out / ai).write_bytes(b'damaged'); (out / real).unlink()
+    s = _run(photo_folder, out, tiny_backend)
+    assert (s.done, s.real) == (1, 1)
+    assert _files(out) == before                                     # the very same bytes come back

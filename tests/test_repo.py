@@ -5,8 +5,12 @@ from conftest import ROOT, BIN
 
 
 def _copy(tmp_path):
+    "Copy just what nbdev reads and writes: a whole checkout can hold virtual environments of many GB."
     dst = tmp_path / 'repo'
-    shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns('.git', '.venv', '*.egg-info', '__pycache__', '.pytest_cache', '_proc'))
+    dst.mkdir()
+    shutil.copy2(ROOT / 'pyproject.toml', dst)
+    for d in ('nbs', 'aidetect'):
+        shutil.copytree(ROOT / d, dst / d, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints', '_proc'))
     return dst
 
 
