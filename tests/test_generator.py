@@ -136,7 +136,9 @@ def test_sigkill_midway_then_rerun_equals_an_uninterrupted_run(many_photos, tmp_
 
 def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(many_photos, tmp_path):
     out = tmp_path / 'ds'
-    p = subprocess.Popen(_gen_cmd(many_photos, out, '-q'), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As at a terminal: a shell running the tests in the background hands its children SIGINT ignored.
+    p = subprocess.Popen(_gen_cmd(many_photos, out, '-q'), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     rc = _kill_when(p, out / 'manifest.csv', 6, signal.SIGINT)
     err = p.stderr.read()
     assert rc == 130 and 'interrupted' in err and 'Traceback' not in err, err
