@@ -20,9 +20,13 @@ def main():
     ap.add_argument('--n', type=int, default=128); ap.add_argument('--bs', type=int, default=32)
     ap.add_argument('--size', type=int, default=224); ap.add_argument('--workers', type=int, default=None)
     a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d: run(Path(d), a)
+
+
+def run(root: Path, a):
+    "Make the images under `root`, then time both sides on them."
     from aidetect.train import build_model, norm_stats
     from aidetect.detector import Detector, detector_pipeline, predict_files
-    root = Path(tempfile.mkdtemp())
     make_dataset(root, a.n)
     files = sorted(str(p) for p in (root / 'img').glob('*.jpg'))
     det = Detector(build_model('resnet34'), detector_pipeline('none', a.size), *norm_stats('resnet34'), device='cpu')

@@ -75,8 +75,12 @@ def main():
     ap.add_argument('--memory-child', default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.memory_child: return memory_child(a.memory_child, a.arch)
+    with tempfile.TemporaryDirectory() as d: run(Path(d), a)
+
+
+def run(tmp: Path, a):
+    "Headroom at 224 and 64 px, then peak RSS at N and 10×N images; datasets are made under `tmp`."
     import torch
-    tmp = Path(tempfile.mkdtemp())
     make_dataset(tmp / 'head', max(256, a.bs * (a.batches + 2)))
     print(f'loader headroom ({a.arch}, batch {a.bs}, fastai augmentation, {torch.get_num_threads()} torch threads, '
           f'{os.cpu_count()} CPUs):')
