@@ -19,8 +19,9 @@ from torch import nn
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, ColReader, Resize, ResizeMethod, RandomCrop,
                                Normalize, Transform, RandTransform, imagenet_stats, aug_transforms, vision_learner,
                                create_vision_model, create_timm_model, create_body, model_meta, Learner, PILImage,
-                               ConvLayer, Flatten, CrossEntropyLossFlat, accuracy, Precision, Recall, F1Score,
+                               ConvLayer, Flatten, CrossEntropyLossFlat, accuracy, skm_to_fastai,
                                RocAucBinary)
+from sklearn.metrics import precision_score, recall_score, f1_score
 from .core import AidetectError
 from .images import BadImage, open_image
 from .manifest import LABELS, load_datasets, group_split_idxs, count_table, manifest_hash
@@ -230,7 +231,10 @@ def detector_dls(source, size: int = 224, bs: int = 64, valid_pct: float = 0.2, 
 # %% ../nbs/03_train.ipynb #f6a9e044
 def detector_metrics() -> list:
     "accuracy, precision, recall, F1 (AI positive) and ROC AUC, as fastai metrics."
-    return [accuracy, Precision(pos_label=1), Recall(pos_label=1), F1Score(pos_label=1), RocAucBinary()]
+    # fastai's Precision/Recall/F1Score with sklearn's zero_division=0: an epoch with no AI predictions (common early
+    # on) scores 0 instead of flooding the epoch table with UndefinedMetricWarning.
+    prf = [skm_to_fastai(m, pos_label=1, zero_division=0) for m in (precision_score, recall_score, f1_score)]
+    return [accuracy, *prf, RocAucBinary()]
 
 def detector_learner(dls, arch: str = 'resnet34', pretrained: bool = True, weights=None, metrics=None,
                      mixed_precision: bool | None = None, **kwargs) -> Learner:
