@@ -23,8 +23,8 @@ def main():
     ap.add_argument('--size', type=int, default=64)
     ap.add_argument('--repeats', type=int, default=3)
     a = ap.parse_args()
-    from data_gen.backends import SDBackend
-    from data_gen.run import VariationJob, run_variations
+    from aidetect.gen.backends import SDBackend
+    from aidetect.gen.run import VariationJob, run_variations
     tmp = Path(tempfile.mkdtemp())
     src = tmp / 'src'
     rng = np.random.RandomState(0)

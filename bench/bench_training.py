@@ -22,7 +22,7 @@ def make_dataset(root: Path, n: int, px: int = 384):
     from PIL import Image
     from aidetect.demo import SAMPLE_PHOTOS, sample_photo_path
     from aidetect.images import open_image
-    from aidetect.manifest import write_manifest, file_facts
+    from aidetect.dataset import write_manifest, file_facts
     photos = [open_image(sample_photo_path(p)) for d in SAMPLE_PHOTOS.values() for p in d]
     rng, rows = np.random.RandomState(0), []
     for i in range(n):

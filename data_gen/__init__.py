@@ -1,1 +1,2 @@
-"""aidetect-gen: AI counterparts of real photos (image variations) as aidetect datasets."""
+"""aidetect-gen's entry point for `accelerate launch -m data_gen ...`; the generator lives in `aidetect.gen`."""
+from aidetect.gen.cli import main

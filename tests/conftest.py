@@ -33,7 +33,7 @@ def noise_image(w=64, h=48, seed=0, mode='RGB'):
 
 @pytest.fixture(scope='session')
 def tiny_backend():
-    from data_gen.backends import SDBackend
+    from aidetect.gen.backends import SDBackend
     return SDBackend('tiny', steps=3)
 
 

@@ -7,7 +7,7 @@ from sklearn.metrics import (accuracy_score, precision_score, recall_score, f1_s
 from aidetect.evaluate import (binary_metrics, metrics_table, probabilistic_f1, confusion_state, confusion_counts,
                                evaluate, format_table, transfer_matrix, transfer_heatmap)
 from aidetect.detector import Detector, detector_pipeline
-from aidetect.manifest import read_manifest, write_manifest
+from aidetect.dataset import read_manifest, write_manifest
 from aidetect.train import train_detector
 
 

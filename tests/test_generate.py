@@ -3,7 +3,7 @@ import io
 import pandas as pd
 from PIL import Image
 from conftest import run_cli, noise_image
-from aidetect.manifest import read_manifest, read_rejected
+from aidetect.dataset import read_manifest, read_rejected
 
 
 def _gen(src, out, *extra, check=0):
@@ -30,7 +30,7 @@ def test_good_and_broken_inputs_are_all_accounted_for(photo_folder, tmp_path):
 
 
 def _run(src, out, backend):
-    from data_gen.run import VariationJob, run_variations
+    from aidetect.gen.run import VariationJob, run_variations
     return run_variations(VariationJob(src=str(src), out=str(out)), backend, progress=False, log=lambda m: None)
 
 
@@ -62,7 +62,7 @@ def test_bad_flags_and_missing_source_are_clear(tmp_path):
     p = run_cli('aidetect-gen', 'variations', tmp_path / 'nope', '--out', tmp_path / 'o', '--model', 'tiny')
     assert p.returncode == 2 and 'does not exist' in p.stderr and 'Traceback' not in p.stderr
     p = run_cli('aidetect-gen', 'variations', tmp_path, '--out', tmp_path / 'o', '--steps', '0')
-    assert p.returncode == 2 and '--steps' in p.stderr
+    assert p.returncode == 2 and 'steps must be at least 1, got 0' in p.stderr
 
 
 def test_nothing_usable_is_an_error(tmp_path):

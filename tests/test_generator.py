@@ -9,8 +9,8 @@ from PIL import Image
 
 from conftest import BIN, run_cli, noise_image
 from aidetect.images import jpeg_quality
-from aidetect.manifest import read_manifest, read_rejected
-from data_gen.run import VariationJob, run_variations
+from aidetect.dataset import read_manifest, read_rejected
+from aidetect.gen.run import VariationJob, run_variations
 
 
 def _run(src, out, backend, **kw):
@@ -161,7 +161,7 @@ def test_two_processes_under_accelerate_make_one_whole_manifest(many_photos, tmp
 
 
 def test_safety_checker_blackouts_never_enter_the_dataset(photo_folder, tmp_path):
-    from data_gen.backends import SDBackend
+    from aidetect.gen.backends import SDBackend
     b = SDBackend('tiny', steps=2)
     with torch.no_grad(): b.pipe.safety_checker.concept_embeds_weights.fill_(-2.0)   # every image is flagged
     out = tmp_path / 'ds'
@@ -176,7 +176,7 @@ def test_safety_checker_blackouts_never_enter_the_dataset(photo_folder, tmp_path
 
 def test_retry_after_a_blackout_keeps_the_next_seed(photo_folder, tmp_path):
     "Flag (by checker threshold) about half the images: the flagged ones come back from a later seed."
-    from data_gen.backends import SDBackend
+    from aidetect.gen.backends import SDBackend
     b = SDBackend('tiny', steps=2)
     sc = b.pipe.safety_checker
     scores = []   # first an unflagged run that records the checker's scores, to put the threshold between them
@@ -196,7 +196,7 @@ def test_retry_after_a_blackout_keeps_the_next_seed(photo_folder, tmp_path):
     m = read_manifest(out)
     ai = m[m.label == 'ai']
     assert s.retried > 0
-    from data_gen.sources import variant_seed
+    from aidetect.gen.plan import variant_seed
     first = {g: variant_seed(0, g, 0) for g in ai.group}
     assert (ai.seed != ai.group.map(first)).sum() > 0                 # some kept images come from a retry seed
     for p in ai.path: assert np.asarray(Image.open(out / p)).max() > 0   # no black image labelled AI
@@ -230,14 +230,14 @@ EXPECTED = {
 
 @pytest.mark.parametrize('name', ['indoor', 'weather', 'comic'])
 def test_fetch_archive_lays_out_real_datasets(name, tmp_path):
-    from aidetect.datasets import fetch
+    from aidetect.gen.fetch import fetch
     d = fetch(name, tmp_path / 'photos', archive=_zip(tmp_path / f'{name}.zip', FIXTURES[name]))
     assert sorted(p.relative_to(d).as_posix() for p in d.rglob('*') if p.is_file()) == EXPECTED[name]
 
 
 @pytest.mark.parametrize('name', ['genimage-tiny', 'cifake'])
 def test_fetch_archive_makes_labelled_datasets(name, tmp_path):
-    from aidetect.datasets import fetch
+    from aidetect.gen.fetch import fetch
     d = fetch(name, tmp_path / 'data', archive=_zip(tmp_path / f'{name}.zip', FIXTURES[name]))
     m = read_manifest(d)
     assert len(m) == 4 and (m.label == 'ai').sum() == 2
@@ -257,7 +257,7 @@ def test_fetch_cli(tmp_path):
 
 
 def test_import_pairs_by_stem_and_reports_orphans(tmp_path):
-    from data_gen.importer import import_variants
+    from aidetect.gen.importer import import_variants
     real, var = tmp_path / 'real', tmp_path / 'dalle'
     for n in ('a', 'b', 'c'):
         (real / 'cat').mkdir(parents=True, exist_ok=True); noise_image(40, 30, seed=ord(n)).save(real / 'cat' / f'{n}.jpg', quality=88)
@@ -303,7 +303,7 @@ def test_dalle2_backend_round_trips_through_a_local_server_with_a_429(photo_fold
     srv = ThreadingHTTPServer(('127.0.0.1', 0), _FakeOpenAI)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        from data_gen.backends import OpenAIBackend
+        from aidetect.gen.backends import OpenAIBackend
         b = OpenAIBackend(api_key='sk-test', base_url=f'http://127.0.0.1:{srv.server_port}/v1', max_retries=3)
         out = tmp_path / 'ds'
         s = _run(photo_folder, out, b, size=256)

@@ -8,7 +8,7 @@ from conftest import run_cli
 def test_tiny_preset_round_trips_through_from_pretrained():
     from diffusers import StableDiffusionImageVariationPipeline, UNet2DConditionModel, AutoencoderKL
     from transformers import CLIPVisionModelWithProjection, CLIPImageProcessor
-    from data_gen.pipeline import preset_dir, load_pipeline
+    from aidetect.gen.pipeline import preset_dir, load_pipeline
     d = preset_dir('tiny')
     index = json.loads((d / 'model_index.json').read_text())
     assert index['_class_name'] == 'StableDiffusionImageVariationPipeline'

@@ -44,3 +44,39 @@ def test_ci_runs_the_readme_test_command():
     readme, ci = (ROOT / 'README.md').read_text(), (ROOT / '.ci' / 'run').read_text()
     assert 'nbdev-test && pytest' in readme and 'nbdev-test && pytest' in ci
     assert 'pip install -e ".[dev]" && aidetect demo' in readme and 'pip install -e ".[dev]" && aidetect demo' in ci
+
+
+# Modules in the order they build on each other: a module imports only modules before it (no cycles, nothing upward).
+LAYERS = ['core', 'script', 'images', 'dataset',
+          'gen.pipeline', 'gen.backends', 'gen.plan', 'gen.distributor', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.cli',
+          'train', 'detector', 'evaluate', 'explain', 'app', 'demo', 'cli']
+
+
+def _imports(path: Path, pkg: str) -> set:
+    "aidetect modules that the module at `path` (named `pkg`) imports, lazily inside functions included."
+    import ast
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:   # relative: resolve against the module's package
+                base = pkg.split('.')[:-node.level] + (node.module.split('.') if node.module else [])
+            else: base = node.module.split('.') if node.module else []
+            if base[:1] != ['aidetect']: continue
+            names = ['.'.join(base[1:] + [a.name]) for a in node.names] if len(base) <= 2 else []
+            out |= {n for n in names if n in LAYERS} or {'.'.join(base[1:3]) if base[1:2] == ['gen'] else base[1]}
+        elif isinstance(node, ast.Import):
+            out |= {'.'.join(a.name.split('.')[1:3]) if a.name.startswith('aidetect.gen') else a.name.split('.')[1]
+                    for a in node.names if a.name.startswith('aidetect.')}
+    return out - {''}
+
+
+def test_imports_only_run_downward():
+    lib = ROOT / 'aidetect'
+    mods = {p.relative_to(lib).with_suffix('').as_posix().replace('/', '.'): p for p in lib.rglob('*.py')
+            if p.name not in ('__init__.py', '_modidx.py')}
+    assert set(mods) == set(LAYERS), f'update LAYERS: {set(mods) ^ set(LAYERS)}'
+    upward = {m: sorted(d for d in _imports(p, f'aidetect.{m}') if d != m and LAYERS.index(d) > LAYERS.index(m))
+              for m, p in mods.items()}
+    assert not any(upward.values()), {m: u for m, u in upward.items() if u}
+    entry = _imports(ROOT / 'data_gen' / '__main__.py', 'data_gen.__main__') | _imports(ROOT / 'data_gen' / '__init__.py', 'data_gen')
+    assert entry == {'gen.cli'}, entry

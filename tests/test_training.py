@@ -3,7 +3,7 @@ import json
 import numpy as np, pandas as pd
 import pytest, torch, torchvision
 from conftest import run_cli
-from aidetect.manifest import load_datasets
+from aidetect.dataset import load_datasets
 from aidetect.train import train_detector, detector_dls, export_detector
 from aidetect.detector import load_detector, predict_files
 

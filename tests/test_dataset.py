@@ -1,8 +1,8 @@
-"""The data contract: manifests round-trip, appends survive a kill, splits never share a group."""
+"""The dataset folder: manifests round-trip, appends survive a kill, splits never share a group."""
 import pandas as pd
 import pytest
 from aidetect.core import AidetectError
-from aidetect.manifest import (MANIFEST_COLUMNS, make_manifest, write_manifest, read_manifest, ManifestWriter,
+from aidetect.dataset import (MANIFEST_COLUMNS, make_manifest, write_manifest, read_manifest, CsvAppender,
                                manifest_file, split_groups, group_split_idxs)
 
 
@@ -28,10 +28,10 @@ def test_manifest_written_then_read_gives_the_same_rows(tmp_path):
 
 def test_appended_rows_read_back_and_a_cut_line_is_dropped(tmp_path):
     rows = _rows()
-    with ManifestWriter(tmp_path) as w:
+    with CsvAppender(manifest_file(tmp_path), MANIFEST_COLUMNS) as w:
         for r in rows[:6]: w.append(r)
     with open(manifest_file(tmp_path), 'a', encoding='utf-8') as f: f.write('ai/tiny/half')   # killed mid-write
-    with ManifestWriter(tmp_path) as w:
+    with CsvAppender(manifest_file(tmp_path), MANIFEST_COLUMNS) as w:
         assert not w.append(rows[0])                    # already there: not duplicated
         for r in rows[6:]: w.append(r)
     pd.testing.assert_frame_equal(read_manifest(tmp_path), make_manifest(rows))
