@@ -23,12 +23,13 @@ __all__ = ['MANIFEST', 'REJECTED', 'MANIFEST_COLUMNS', 'REJECTED_COLUMNS', 'LABE
 # %% ../nbs/03_dataset.ipynb #3a5b09b6
 MANIFEST = 'manifest.csv'
 REJECTED = 'rejected.csv'
-MANIFEST_COLUMNS = ('path', 'label', 'group', 'domain', 'category', 'generator', 'model', 'revision', 'seed',
-                    'steps', 'guidance', 'scheduler', 'width', 'height', 'format', 'sha256')
+MANIFEST_COLUMNS = ('path', 'label', 'group', 'domain', 'category', 'split', 'generator', 'model', 'revision',
+                    'conditioning', 'prompt', 'seed', 'steps', 'guidance', 'scheduler', 'strength', 'noise_level',
+                    'resample', 'source_path', 'source_sha256', 'width', 'height', 'format', 'sha256')
 REJECTED_COLUMNS = ('path', 'reason', 'detail')
 LABELS = ('real', 'ai')   # index 1, 'ai', is the positive class in every metric
 POSITIVE = 'ai'
-_INT_COLS, _FLOAT_COLS = ('seed', 'steps', 'width', 'height'), ('guidance',)
+_INT_COLS, _FLOAT_COLS = ('seed', 'steps', 'width', 'height'), ('guidance', 'strength', 'noise_level')
 
 # %% ../nbs/03_dataset.ipynb #f3144a3d
 def real_path(rel: str) -> str:
