@@ -11,14 +11,14 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 from PIL import Image
 from .core import AidetectError, atomic_path, sha256_bytes, sha256_file, write_bytes_atomic
-from .images import encode_image
+from .images import BadImage, encode_image, open_image
 
 # %% auto #0
 __all__ = ['MANIFEST', 'REJECTED', 'MANIFEST_COLUMNS', 'REJECTED_COLUMNS', 'LABELS', 'POSITIVE', 'PARTS', 'real_path', 'ai_path',
            'variant_path', 'check_manifest', 'make_manifest', 'dataset_root', 'manifest_file', 'read_rows',
            'read_manifest', 'write_manifest', 'read_rejected', 'manifest_hash', 'CsvAppender', 'file_facts',
            'DatasetWriter', 'read_all', 'verified_rows', 'merge_parts', 'remove_temp_files', 'load_datasets',
-           'group_keys', 'split_groups', 'group_split_idxs', 'count_table']
+           'check_image_file', 'preflight', 'group_keys', 'split_groups', 'group_split_idxs', 'count_table']
 
 # %% ../nbs/03_dataset.ipynb #3a5b09b6
 MANIFEST = 'manifest.csv'
@@ -271,6 +271,23 @@ def load_datasets(source) -> pd.DataFrame:
     out = pd.concat(parts, ignore_index=True)
     out.attrs['roots'] = [p.attrs['root'] for p in parts]
     return out
+
+# %% ../nbs/03_dataset.ipynb #fb9ebeea
+def check_image_file(path) -> str:
+    "'' when the image file at `path` exists and decodes, else why not (`reason: detail`, as in rejected.csv)."
+    try: open_image(path, draft=(64, 64)); return ''
+    except BadImage as e: return f'{e.reason}: {e.detail}'
+    except OSError as e: return f'unreadable: {e}'
+
+def preflight(df: pd.DataFrame, workers: int | None = None, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Check every file of manifest rows `df` (with a `file` column), in parallel: (usable rows, excluded rows with `reason`)."
+    from concurrent.futures import ThreadPoolExecutor
+    from tqdm.auto import tqdm
+    with ThreadPoolExecutor(workers or min(16, os.cpu_count() or 1)) as ex:   # decoding releases the GIL
+        reasons = list(tqdm(ex.map(check_image_file, df['file']), total=len(df), desc='checking files', unit='file',
+                            disable=not progress, leave=False))
+    bad = pd.Series(reasons, index=df.index) != ''
+    return df[~bad], df[bad].assign(reason=[r for r in reasons if r])
 
 # %% ../nbs/03_dataset.ipynb #3c2d0fd9
 def group_keys(df: pd.DataFrame) -> pd.Series:

@@ -41,8 +41,13 @@ def to_rgb(im: Image.Image, background=(255, 255, 255)) -> Image.Image:
     return im.convert('RGB')
 
 # %% ../nbs/02_images.ipynb #0b0ec4b7
-def open_image(source, max_pixels: int | None = None) -> Image.Image:
-    "Fully decode `source` (path, bytes or file object) to an upright RGB image, or raise `BadImage`."
+def _exif_rotated(im) -> bool:
+    "Does `im`'s EXIF orientation turn it by 90° (width and height swap when it is shown)?"
+    try: return im.getexif().get(0x0112) in (5, 6, 7, 8)
+    except Exception: return False
+
+def open_image(source, max_pixels: int | None = None, draft: tuple | None = None) -> Image.Image:
+    "Decode `source` (path, bytes or file object) to an upright RGB image, or raise `BadImage`; `draft`: see below."
     name = str(source) if isinstance(source, (str, os.PathLike)) else '<bytes>'
     if isinstance(source, (bytes, bytearray)):
         if not source: raise BadImage('empty-file', 'the file has 0 bytes')
@@ -58,6 +63,10 @@ def open_image(source, max_pixels: int | None = None) -> Image.Image:
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
                 raise BadImage('too-large', f'{w}x{h} is over the limit of {max_pixels:,} pixels')
+            if draft is not None and im.format == 'JPEG':
+                dw, dh = draft
+                if _exif_rotated(im): dw, dh = dh, dw   # `draft` is asked for upright; the file stores it sideways
+                im.draft(im.mode, (dw, dh))
             im.load()
     except BadImage: raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e: raise BadImage('decompression-bomb', str(e))
