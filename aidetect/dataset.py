@@ -32,9 +32,9 @@ POSITIVE = 'ai'
 _INT_COLS, _FLOAT_COLS = ('seed', 'steps', 'width', 'height'), ('guidance', 'strength', 'noise_level')
 
 # %% ../nbs/03_dataset.ipynb #f3144a3d
-def real_path(rel: str) -> str:
-    "Where the real image of source `rel` (a posix path below the source folder) goes in a dataset."
-    return str(PurePosixPath('real', rel))
+def real_path(rel: str, ext: str = '') -> str:
+    "Where the real image of source `rel` (a posix path below the source folder) goes in a dataset (`ext` appended)."
+    return str(PurePosixPath('real', rel + (ext if not rel.lower().endswith(ext.lower()) else '')))
 
 def ai_path(generator: str, rel: str) -> str:
     "Where an AI image made by `generator`, at `rel` below that generator's folder, goes in a dataset."
@@ -196,8 +196,8 @@ class DatasetWriter:
         return row
 
     def write_image(self, rel: str, image, style: dict, row: dict) -> dict:
-        "Encode `image` in `style` (format, quality, subsampling) and write it as `rel`."
-        return self.write_file(rel, encode_image(image, style['format'], style.get('quality'), style.get('subsampling')), row)
+        "Encode `image` in `style` (from `images.source_style`) and write it as `rel`."
+        return self.write_file(rel, encode_image(image, **style), row)
 
     def reject(self, rel: str, reason: str, detail: str = ''):
         "Record that input `rel` could not be used, and why."

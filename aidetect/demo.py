@@ -79,7 +79,7 @@ def make_demo_datasets(out, per_photo: int = 16, steps: int = 10, size: int = 64
     return paths
 
 # %% ../nbs/40_demo.ipynb #b47ba7ff
-EXAMPLES_VERSION = 1   # bump when what the examples are made of changes, so cached copies are rebuilt
+EXAMPLES_VERSION = 2   # bump when what the examples are made of changes, so cached copies are rebuilt
 
 def _cached(name: str, build) -> Path:
     "Folder `name` in aidetect's example cache, made by `build(folder)` once (atomically: in a temp folder, renamed)."

@@ -102,30 +102,36 @@ _SAVE_FORMATS = {'JPEG': 'JPEG', 'MPO': 'JPEG', 'PNG': 'PNG', 'WEBP': 'WEBP', 'G
 EXTENSIONS = {'JPEG': '.jpg', 'PNG': '.png', 'WEBP': '.webp', 'GIF': '.gif', 'BMP': '.bmp', 'TIFF': '.tif'}
 
 def source_style(source) -> dict:
-    "How `source` was saved: dict(format, quality, subsampling); unknown formats map to PNG."
+    "How `source` was saved: format, JPEG quality, subsampling and quantisation tables, ICC profile; unknown formats map to PNG."
     with Image.open(source) as im:
         fmt = _SAVE_FORMATS.get(im.format, 'PNG')
-        style = dict(format=fmt, quality=None, subsampling=None)
+        style = dict(format=fmt, quality=None, subsampling=None, qtables=None, icc_profile=im.info.get('icc_profile'))
         if fmt == 'JPEG':
             style['quality'] = jpeg_quality(im)
             try: style['subsampling'] = JpegImagePlugin.get_sampling(im)
             except Exception: style['subsampling'] = None
             if style['subsampling'] == -1: style['subsampling'] = None
+            q = getattr(im, 'quantization', None)
+            style['qtables'] = {k: list(v) for k, v in q.items()} if q else None
     return style
 
 # %% ../nbs/02_images.ipynb #398cadc7
-def encode_image(im: Image.Image, format='PNG', quality=None, subsampling=None) -> bytes:
-    "Encode RGB `im` as `format` bytes (JPEG at `quality`/`subsampling` when given)."
+def encode_image(im: Image.Image, format='PNG', quality=None, subsampling=None, qtables=None,
+                 icc_profile=None) -> bytes:
+    "Encode RGB `im` as `format` bytes: JPEG with the source's own quantisation tables (else `quality`) and subsampling."
     b, kw = io.BytesIO(), {}
     if format == 'JPEG':
-        kw['quality'] = quality or 95
+        # the source's exact tables (right even for cameras' non-IJG tables); PIL would rescale them by a `quality`
+        if qtables: kw['qtables'] = qtables
+        else: kw['quality'] = quality or 95
         if subsampling is not None: kw['subsampling'] = subsampling
     elif format == 'WEBP': kw['quality'] = quality or 90
+    if icc_profile and format in ('JPEG', 'PNG', 'WEBP', 'TIFF'): kw['icc_profile'] = icc_profile
     im.save(b, format, **kw)
     return b.getvalue()
 
 def save_like(im: Image.Image, path, style: dict) -> bytes:
     "Atomically save `im` to `path` in `style` (from `source_style`); returns the bytes written."
-    data = encode_image(im, style['format'], style.get('quality'), style.get('subsampling'))
+    data = encode_image(im, **style)
     write_bytes_atomic(path, data)
     return data
