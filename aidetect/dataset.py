@@ -14,15 +14,17 @@ from .core import AidetectError, atomic_path, sha256_bytes, sha256_file, write_b
 from .images import BadImage, encode_image, open_image
 
 # %% auto #0
-__all__ = ['MANIFEST', 'REJECTED', 'MANIFEST_COLUMNS', 'REJECTED_COLUMNS', 'LABELS', 'POSITIVE', 'PARTS', 'real_path', 'ai_path',
-           'variant_path', 'check_manifest', 'make_manifest', 'dataset_root', 'manifest_file', 'read_rows',
-           'read_manifest', 'write_manifest', 'read_rejected', 'manifest_hash', 'CsvAppender', 'file_facts',
-           'DatasetWriter', 'read_all', 'verified_rows', 'merge_parts', 'remove_temp_files', 'load_datasets',
-           'check_image_file', 'preflight', 'group_keys', 'split_groups', 'group_split_idxs', 'count_table']
+__all__ = ['MANIFEST', 'REJECTED', 'SPLITS_FILE', 'MANIFEST_COLUMNS', 'REJECTED_COLUMNS', 'LABELS', 'POSITIVE', 'PARTS',
+           'real_path', 'ai_path', 'variant_path', 'read_splits', 'check_manifest', 'make_manifest', 'dataset_root',
+           'manifest_file', 'read_rows', 'read_manifest', 'write_manifest', 'read_rejected', 'manifest_hash',
+           'CsvAppender', 'file_facts', 'DatasetWriter', 'read_all', 'verified_rows', 'merge_parts',
+           'remove_temp_files', 'load_datasets', 'check_image_file', 'preflight', 'group_keys', 'split_groups',
+           'group_split_idxs', 'count_table']
 
 # %% ../nbs/03_dataset.ipynb #3a5b09b6
 MANIFEST = 'manifest.csv'
 REJECTED = 'rejected.csv'
+SPLITS_FILE = '.aidetect-splits.csv'   # in a photo folder: the official split of each photo (path, split)
 MANIFEST_COLUMNS = ('path', 'label', 'group', 'domain', 'category', 'split', 'generator', 'model', 'revision',
                     'conditioning', 'prompt', 'seed', 'steps', 'guidance', 'scheduler', 'strength', 'noise_level',
                     'resample', 'source_path', 'source_sha256', 'width', 'height', 'format', 'sha256')
@@ -46,6 +48,13 @@ def variant_path(rel: str, generator: str, k: int, ext: str = '', unique_stem: b
     # two sources that share a stem (a.jpg, a.png) keep their source suffix so their variants don't collide
     stem = p.stem if unique_stem else p.name
     return ai_path(generator, str(PurePosixPath(p.parent, f'{stem}__v{k}{ext}')))
+
+# %% ../nbs/03_dataset.ipynb #6f2502f9
+def read_splits(folder) -> dict:
+    "{photo path relative to `folder`: official split} from the folder's `.aidetect-splits.csv` (empty if it has none)."
+    f = Path(folder)/SPLITS_FILE
+    if not f.exists(): return {}
+    with open(f, newline='', encoding='utf-8') as fh: return {r['path']: r['split'] for r in csv.DictReader(fh)}
 
 # %% ../nbs/03_dataset.ipynb #e65f89fd
 def _num(v, typ):

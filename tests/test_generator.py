@@ -204,58 +204,6 @@ def test_retry_after_a_blackout_keeps_the_next_seed(photo_folder, tmp_path):
 
 # --- other sources of images -------------------------------------------------------------------------------------
 
-def _zip(path, names):
-    with zipfile.ZipFile(path, 'w') as z:
-        for i, n in enumerate(names):
-            b = io.BytesIO(); noise_image(16, 12, seed=i).save(b, 'PNG' if n.endswith('.png') else 'JPEG'); z.writestr(n, b.getvalue())
-        z.writestr('README.txt', 'about this dataset')
-    return path
-
-
-FIXTURES = {   # small zips shaped like each registered dataset's Kaggle download
-    'indoor': ['indoorCVPR_09/Images/airport_inside/airport_inside_0001.jpg', 'indoorCVPR_09/Images/bar/bar_0001.jpg',
-               'indoorCVPR_09/Images/bar/bar_0002.jpg', 'indoorCVPR_09annotations/Annotations/bar/x.jpg'],
-    'weather': ['dataset/dew/2208.jpg', 'dataset/fogsmog/4075.jpg', 'dataset/rainbow/0592.jpg'],
-    'comic': ['data/batman/batman_001.jpg', 'data/superman/superman_001.jpg', '__MACOSX/data/._x.jpg'],
-    'genimage-tiny': ['tiny_genimage/biggan/train/ai/1.png', 'tiny_genimage/biggan/train/nature/1.jpg',
-                      'tiny_genimage/midjourney/val/ai/2.png', 'tiny_genimage/midjourney/val/nature/3.jpg'],
-    'cifake': ['train/REAL/0001.jpg', 'train/FAKE/0001.jpg', 'test/REAL/0002.jpg', 'test/FAKE/1000 (2).jpg'],
-}
-EXPECTED = {
-    'indoor': ['airport_inside/airport_inside_0001.jpg', 'bar/bar_0001.jpg', 'bar/bar_0002.jpg'],
-    'weather': ['dew/2208.jpg', 'fogsmog/4075.jpg', 'rainbow/0592.jpg'],
-    'comic': ['batman/batman_001.jpg', 'superman/superman_001.jpg'],
-}
-
-
-@pytest.mark.parametrize('name', ['indoor', 'weather', 'comic'])
-def test_fetch_archive_lays_out_real_datasets(name, tmp_path):
-    from aidetect.gen.fetch import fetch
-    d = fetch(name, tmp_path / 'photos', archive=_zip(tmp_path / f'{name}.zip', FIXTURES[name]))
-    assert sorted(p.relative_to(d).as_posix() for p in d.rglob('*') if p.is_file()) == EXPECTED[name]
-
-
-@pytest.mark.parametrize('name', ['genimage-tiny', 'cifake'])
-def test_fetch_archive_makes_labelled_datasets(name, tmp_path):
-    from aidetect.gen.fetch import fetch
-    d = fetch(name, tmp_path / 'data', archive=_zip(tmp_path / f'{name}.zip', FIXTURES[name]))
-    m = read_manifest(d)
-    assert len(m) == 4 and (m.label == 'ai').sum() == 2
-    gens = set(m.loc[m.label == 'ai', 'generator'])
-    assert gens == ({'biggan', 'midjourney'} if name == 'genimage-tiny' else {'stable-diffusion-v1-4'})
-    assert (m.loc[m.label == 'real', 'generator'] == '').all()
-
-
-def test_fetch_cli(tmp_path):
-    z = _zip(tmp_path / 'weather.zip', FIXTURES['weather'])
-    run_cli('aidetect-gen', 'fetch', 'weather', '--to', tmp_path / 'photos', '--archive', z, check=0)
-    assert (tmp_path / 'photos' / 'weather' / 'dew' / '2208.jpg').exists()
-    p = run_cli('aidetect-gen', 'fetch', 'weather', '--to', tmp_path / 'p2', env={'HOME': str(tmp_path), 'KAGGLE_CONFIG_DIR': str(tmp_path)})
-    assert p.returncode == 2 and 'Kaggle credentials' in p.stderr and '--archive' in p.stderr and 'Traceback' not in p.stderr
-    p = run_cli('aidetect-gen', 'fetch', 'nope', '--to', tmp_path)
-    assert p.returncode == 2 and 'indoor' in p.stderr
-
-
 def test_import_pairs_by_stem_and_reports_orphans(tmp_path):
     from aidetect.gen.importer import import_variants
     real, var = tmp_path / 'real', tmp_path / 'dalle'

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 from ..core import AidetectError, check_range, sha256_bytes
 from ..images import BadImage, open_image, source_style, EXTENSIONS
-from ..dataset import (MANIFEST, REJECTED, DatasetWriter, merge_parts, read_all, real_path, remove_temp_files,
+from ..dataset import (MANIFEST, REJECTED, DatasetWriter, merge_parts, read_all, read_splits, real_path, remove_temp_files,
                               verified_rows)
 from .distributor import Distributor
 from .plan import (SIZE_POLICIES, Source, fit, generation_side, group_size, plan_run, scan_sources,
@@ -187,6 +187,7 @@ class VariationRun:
         # a matched real copy saved in another format than its source's gets that format's extension too
         self.real_ext = EXTENSIONS[self.fmt] if self.fmt and self.policy == 'matched' else ''
         self.domain = job.domain or Path(job.src).resolve().name
+        self.splits = read_splits(job.src)   # official splits of the photos, when the folder came with them
         self.summary = RunSummary()
 
     def plan(self, sources: list[Source]):
@@ -213,7 +214,7 @@ class VariationRun:
             return None
         if rel in self.plan_.real_todo:
             row = dict(group=rel, domain=self.domain, category=self.by_rel[rel].category, label='real',
-                       resample=r.real_resample, source_path=rel, source_sha256=r.sha256)
+                       split=self.splits.get(rel, ''), resample=r.real_resample, source_path=rel, source_sha256=r.sha256)
             path = real_path(rel, self.real_ext)
             if isinstance(r.real, bytes): self.writer.submit('write_file', path, r.real, row)
             else: self.writer.submit('write_image', path, r.real, r.style, row)
@@ -234,6 +235,7 @@ class VariationRun:
         elif self.policy == 'source': img, how = fit(image, r.size)
         else: img, how = image, ''
         row = dict(group=it.source.rel, domain=self.domain, category=it.source.category, label='ai', **self.meta,
+                   split=self.splits.get(it.source.rel, ''),
                    seed=seed if self.backend.seeded else '', resample=how, source_path=it.source.rel,
                    source_sha256=r.sha256)
         self.writer.submit('write_image', it.key + EXTENSIONS.get(r.style['format'], '.png'), img, r.style, row)
