@@ -15,11 +15,11 @@ from .images import BadImage, encode_image, open_image
 
 # %% auto #0
 __all__ = ['MANIFEST', 'REJECTED', 'SPLITS_FILE', 'MANIFEST_COLUMNS', 'REJECTED_COLUMNS', 'LABELS', 'POSITIVE', 'PARTS',
-           'real_path', 'ai_path', 'variant_path', 'read_splits', 'check_manifest', 'make_manifest', 'dataset_root',
-           'manifest_file', 'read_rows', 'read_manifest', 'write_manifest', 'read_rejected', 'manifest_hash',
-           'CsvAppender', 'file_facts', 'DatasetWriter', 'read_all', 'verified_rows', 'merge_parts',
-           'remove_temp_files', 'load_datasets', 'check_image_file', 'preflight', 'group_keys', 'split_groups',
-           'group_split_idxs', 'count_table']
+           'LOCK_FILE', 'real_path', 'ai_path', 'variant_path', 'read_splits', 'check_manifest', 'make_manifest',
+           'dataset_root', 'manifest_file', 'read_rows', 'read_manifest', 'write_manifest', 'read_rejected',
+           'manifest_hash', 'CsvAppender', 'file_facts', 'DatasetWriter', 'DatasetLock', 'read_all', 'verified_rows',
+           'merge_parts', 'remove_temp_files', 'load_datasets', 'check_image_file', 'preflight', 'group_keys',
+           'split_groups', 'group_split_idxs', 'count_table']
 
 # %% ../nbs/03_dataset.ipynb #3a5b09b6
 MANIFEST = 'manifest.csv'
@@ -216,6 +216,43 @@ class DatasetWriter:
         self.manifest.close(); self.rejected.close()
     def __enter__(self): return self
     def __exit__(self, *a): self.close()
+
+# %% ../nbs/03_dataset.ipynb #bd81ec9b
+LOCK_FILE = '.aidetect.lock'
+
+class DatasetLock:
+    "An exclusive lock on dataset folder `root` while its writer runs; a second writer gets an `AidetectError` at once."
+    def __init__(self, root):
+        from filelock import FileLock
+        self.root, self.file = Path(root), Path(root)/LOCK_FILE
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(self.file, timeout=0, on_acquired=self._stamp)
+
+    def _stamp(self, fd: int):
+        "Write who holds the lock into the lock file (informative only: the OS lock is what counts)."
+        import json, socket, sys, time
+        info = dict(pid=os.getpid(), host=socket.gethostname(), since=time.strftime('%Y-%m-%d %H:%M:%S'),
+                    command=' '.join(sys.argv)[:300])
+        os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(info).encode(), 0)
+
+    def holder(self) -> str:
+        "Who holds the lock, in words."
+        import json
+        try: i = json.loads(self.file.read_text())
+        except (OSError, ValueError): return 'another process'
+        return f"pid {i['pid']} on {i['host']} since {i['since']} ({i['command']})"
+
+    def acquire(self):
+        from filelock import Timeout
+        try: self.lock.acquire()
+        except Timeout:
+            raise AidetectError(f"{self.root} is being written by {self.holder()}: wait for it to finish (or stop it); "
+                                "a run that was killed leaves no lock behind") from None
+        return self
+
+    def release(self): self.lock.release()
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *a): self.release()
 
 # %% ../nbs/03_dataset.ipynb #c55aa060
 def _part_files(out: Path, name: str) -> list[Path]:

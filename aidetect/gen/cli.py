@@ -49,11 +49,12 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
     from aidetect.gen.distributor import Distributor
     from aidetect.gen.run import VariationJob, run_variations
     from aidetect.gen.plan import scan_sources
-    from aidetect.dataset import read_manifest, read_rejected
+    from aidetect.dataset import DatasetLock, read_manifest, read_rejected
     job = VariationJob(src=src, out=Out, n_per_image=n_per_image, size=size, batch_size=batch_size, seed=seed,
                        limit=limit, per_category=per_category, format=format, size_policy=size_policy, domain=domain,
                        max_retries=max_retries)
     scan_sources(src)   # a missing SRC is reported before a model is loaded
+    if int(os.environ.get('RANK', '0')) == 0: DatasetLock(Out).acquire().release()   # so is a dataset being written
     dist = Distributor()
     if backend == 'openai':
         b = OpenAIBackend(openai_model, base_url=base_url, max_retries=api_retries, per_minute=requests_per_minute,

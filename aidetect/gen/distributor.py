@@ -6,12 +6,24 @@ Docs: https://aidetect.github.io/aidetect/gen_distributor.html.md"""
 
 # %% ../../nbs/13_gen_distributor.ipynb #17bffff8
 from __future__ import annotations
-import os
+import os, signal, threading, time
 
 # %% auto #0
-__all__ = ['Distributor']
+__all__ = ['stop_with_parent', 'Distributor']
 
 # %% ../../nbs/13_gen_distributor.ipynb #083615ec
+def stop_with_parent(interval: float = 1.0) -> threading.Thread:
+    "Kill this process once its parent process is gone (checked every `interval` seconds, on a daemon thread)."
+    parent = os.getppid()
+    def watch():
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent: os.kill(os.getpid(), signal.SIGKILL)   # reparented: the launcher died
+    t = threading.Thread(target=watch, name='aidetect-parent-watch', daemon=True)
+    t.start()
+    return t
+
+# %% ../../nbs/13_gen_distributor.ipynb #8f3b40dd
 class Distributor:
     "This process's rank and the world size; under `accelerate launch` they come from accelerate's `PartialState`."
     def __init__(self):
@@ -21,6 +33,7 @@ class Distributor:
             from accelerate import PartialState
             # without a GPU, accelerate only goes multi-process when told it is on CPU (gloo backend)
             self.state = PartialState(cpu=not torch.cuda.is_available())
+            stop_with_parent()
         self.rank = self.state.process_index if self.state else 0
         self.world = self.state.num_processes if self.state else 1
 
@@ -42,3 +55,9 @@ class Distributor:
     def wait(self):
         "Block until every process reaches this point."
         if self.state: self.state.wait_for_everyone()
+
+    def share(self, obj):
+        "The main process's `obj`, on every process."
+        if not self.state: return obj
+        from accelerate.utils import broadcast_object_list
+        return broadcast_object_list([obj], from_process=0)[0]

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated
 from ..core import AidetectError, atomic_path, sha256_bytes, write_bytes_atomic
 from ..images import BadImage, open_image
-from ..dataset import MANIFEST, SPLITS_FILE, DatasetWriter, ai_path, merge_parts, read_all, real_path
+from ..dataset import MANIFEST, SPLITS_FILE, DatasetLock, DatasetWriter, ai_path, merge_parts, read_all, real_path
 
 # %% auto #0
 __all__ = ['DATASETS', 'IMAGE_EXTS', 'DatasetSpec', 'register_dataset', 'user_registry_file', 'load_user_registry', 'get_dataset',
@@ -244,7 +244,7 @@ def fetch(name: str, to, archive=None, keep_archive: bool = False) -> Path:
     else: z = download_kaggle(spec.slug, Path(to)/'.downloads')
     try: zf = zipfile.ZipFile(z)
     except zipfile.BadZipFile: raise AidetectError(f'{z} is not a zip file (a partial download? delete it and retry)') from None
-    with zf: (layout_real if spec.kind == 'real' else layout_labeled)(zf, spec, dest)
+    with zf, DatasetLock(dest): (layout_real if spec.kind == 'real' else layout_labeled)(zf, spec, dest)
     if archive is None and not keep_archive: z.unlink()
     return dest
 

@@ -13,10 +13,10 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated
 from PIL import Image
 from fastcore.meta import delegates
-from ..core import AidetectError
+from ..core import AidetectError, sha256_bytes
 from ..images import BadImage, open_image, source_style, EXTENSIONS
-from ..dataset import DatasetWriter, merge_parts, real_path, remove_temp_files, variant_path
-from .plan import scan_sources
+from ..dataset import DatasetLock, DatasetWriter, merge_parts, real_path, remove_temp_files, variant_path
+from .plan import SIZE_POLICIES, fit, group_size, scan_sources
 
 # %% auto #0
 __all__ = ['pair_variants', 'ImportSummary', 'import_variants', 'cli_import']
@@ -58,19 +58,21 @@ def import_variants(variants,                # folder of generated images
                     generator: str,          # generator column and ai/ sub-folder, e.g. dall-e-2
                     model: str = '',         # model column
                     domain: str | None = None,   # domain column (default: the real folder's name)
-                    keep_bytes: bool = False,    # copy variations untouched instead of saving them like their source
+                    size_policy: str = 'matched',   # matched: each group's real and AI images the same size, format and JPEG tables; source: AI images resized to their photo's size; native: as they are
+                    keep_bytes: bool = False,    # copy variations and photos untouched (no size policy, their own formats)
                    ) -> ImportSummary:
     "Make dataset `out` from the real images in folder `real` and their variations in folder `variants`, paired by stem."
     if not re.fullmatch(r'[\w.+-]+', generator or ''):
         raise AidetectError(f'--generator must be a simple name (letters, digits, . _ + -), got {generator!r}')
+    if size_policy not in SIZE_POLICIES: raise AidetectError(f"unknown size_policy {size_policy!r}; use one of {', '.join(SIZE_POLICIES)}")
     vdir, rdir, out = Path(variants), Path(real), Path(out)
     vs, sources = scan_sources(vdir), scan_sources(rdir)
     if not vs: raise AidetectError(f'no files found in {vdir}')
     pairs, orphans = pair_variants([v.rel for v in vs], [s.rel for s in sources])
     domain, summary = domain or rdir.resolve().name, ImportSummary(orphans=len(orphans))
-    if out.exists(): remove_temp_files(out)
     by_rel = {s.rel: s for s in sources}
-    with DatasetWriter(out) as w:
+    with DatasetLock(out), DatasetWriter(out) as w:   # one writer at a time
+        remove_temp_files(out)
         for o, reason in orphans.items(): w.reject(f'variants/{o}', 'no-source', reason)
         for rel, vrels in pairs.items():
             src = by_rel[rel]
@@ -78,23 +80,30 @@ def import_variants(variants,                # folder of generated images
             try: im = open_image(data)
             except BadImage as e:
                 w.reject(rel, e.reason, e.detail); summary.rejected += 1; continue
-            base = dict(group=rel, domain=domain, category=src.category)
-            if not w.has(real_path(rel)): w.write_file(real_path(rel), data, dict(base, label='real'))
-            summary.real += 1
-            style = source_style(io.BytesIO(data))
-            for k, v in enumerate(vrels):
+            made = []
+            for v in vrels:
                 vdata = (vdir/v).read_bytes()
-                try: vim = open_image(vdata)
-                except BadImage as e:
-                    w.reject(f'variants/{v}', e.reason, e.detail); summary.rejected += 1; continue
+                try: made.append((v, vdata, open_image(vdata)))
+                except BadImage as e: w.reject(f'variants/{v}', e.reason, e.detail); summary.rejected += 1
+            base = dict(group=rel, domain=domain, category=src.category, source_path=rel, source_sha256=sha256_bytes(data))
+            style = source_style(io.BytesIO(data))
+            matched = size_policy == 'matched' and not keep_bytes and made
+            size = group_size(im.size, made[0][2].size) if matched else im.size   # the group's size: the first variation's, fitted
+            if not w.has(real_path(rel)):
+                if matched:
+                    real_im, how = fit(im, size)
+                    w.write_image(real_path(rel), real_im, style, dict(base, label='real', resample=how or 'reencode'))
+                else: w.write_file(real_path(rel), data, dict(base, label='real'))
+            summary.real += 1
+            for k, (v, vdata, vim) in enumerate(made):
                 row = dict(base, label='ai', generator=generator, model=model)
                 key = variant_path(rel, generator, k)
                 if keep_bytes: w.write_file(key + PurePosixPath(v).suffix.lower(), vdata, row)
-                else:   # same format, quality and size as the source: no shortcut for a detector
-                    w.write_image(key + EXTENSIONS.get(style['format'], '.png'),
-                                  vim.resize(im.size, Image.LANCZOS) if vim.size != im.size else vim, style, row)
+                else:
+                    img, how = fit(vim, size) if size_policy != 'native' else (vim, '')
+                    w.write_image(key + EXTENSIONS.get(style['format'], '.png'), img, style, dict(row, resample=how))
                 summary.paired += 1
-    merge_parts(out)
+        merge_parts(out)
     return summary
 
 # %% ../../nbs/15_gen_import.ipynb #f3b0f5b0

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 from ..core import AidetectError, check_range, sha256_bytes
 from ..images import BadImage, open_image, source_style, EXTENSIONS
-from ..dataset import (MANIFEST, REJECTED, DatasetWriter, merge_parts, read_all, read_splits, real_path, remove_temp_files,
+from ..dataset import (MANIFEST, REJECTED, DatasetLock, DatasetWriter, merge_parts, read_all, read_splits, real_path, remove_temp_files,
                               verified_rows)
 from .distributor import Distributor
 from .plan import (SIZE_POLICIES, Source, fit, generation_side, group_size, plan_run, scan_sources,
@@ -283,14 +283,22 @@ def run_variations(job: VariationJob, backend, progress: bool | None = None, log
     "Make `job.n_per_image` variations of every usable image in `job.src` into the dataset `job.out`."
     t0 = time.time()
     sources, dist, out = job.sources(), Distributor(), Path(job.out)
-    if dist.is_main: tidy_dataset(out, log)
-    dist.wait()
-    run = VariationRun(job, backend, dist, log)
-    run.plan(sources)
-    summary = run.run(progress)
-    dist.wait()
-    summary.elapsed = time.time() - t0
-    if dist.is_main and not summary.interrupted:
-        merged = merge_parts(out)
-        _append_log(out, job, run.meta, summary, dist.world, len(merged))
+    lock, err = None, None
+    if dist.is_main:   # the main process holds the dataset's lock for the whole run, on behalf of every process
+        try: lock = DatasetLock(out).acquire()
+        except AidetectError as e: err = str(e)
+    if (err := dist.share(err)): raise AidetectError(err)
+    try:
+        if dist.is_main: tidy_dataset(out, log)
+        dist.wait()
+        run = VariationRun(job, backend, dist, log)
+        run.plan(sources)
+        summary = run.run(progress)
+        dist.wait()
+        summary.elapsed = time.time() - t0
+        if dist.is_main and not summary.interrupted:
+            merged = merge_parts(out)
+            _append_log(out, job, run.meta, summary, dist.world, len(merged))
+    finally:
+        if lock: lock.release()
     return summary
