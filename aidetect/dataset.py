@@ -15,11 +15,11 @@ from .images import BadImage, encode_image, open_image
 
 # %% auto #0
 __all__ = ['MANIFEST', 'REJECTED', 'SPLITS_FILE', 'MANIFEST_COLUMNS', 'REJECTED_COLUMNS', 'LABELS', 'POSITIVE', 'PARTS',
-           'LOCK_FILE', 'real_path', 'ai_path', 'variant_path', 'read_splits', 'check_manifest', 'make_manifest',
-           'dataset_root', 'manifest_file', 'read_rows', 'read_manifest', 'write_manifest', 'read_rejected',
-           'manifest_hash', 'CsvAppender', 'file_facts', 'DatasetWriter', 'DatasetLock', 'read_all', 'verified_rows',
-           'merge_parts', 'remove_temp_files', 'load_datasets', 'check_image_file', 'preflight', 'group_keys',
-           'split_groups', 'group_split_idxs', 'count_table']
+           'LOCK_FILE', 'SPLITS', 'real_path', 'ai_path', 'variant_path', 'read_splits', 'check_manifest',
+           'make_manifest', 'dataset_root', 'manifest_file', 'read_rows', 'read_manifest', 'write_manifest',
+           'read_rejected', 'manifest_hash', 'CsvAppender', 'file_facts', 'DatasetWriter', 'DatasetLock', 'read_all',
+           'verified_rows', 'merge_parts', 'remove_temp_files', 'load_datasets', 'check_image_file', 'preflight',
+           'group_keys', 'split_groups', 'group_split_idxs', 'official_split_idxs', 'split_idxs', 'count_table']
 
 # %% ../nbs/03_dataset.ipynb #3a5b09b6
 MANIFEST = 'manifest.csv'
@@ -355,6 +355,24 @@ def group_split_idxs(df: pd.DataFrame, valid_pct: float = 0.2, seed: int = 42) -
     _, valid = split_groups(df['group'], valid_pct, seed)
     is_valid = df['group'].isin(set(valid)).to_numpy()
     return [i for i, v in enumerate(is_valid) if not v], [i for i, v in enumerate(is_valid) if v]
+
+# %% ../nbs/03_dataset.ipynb #8d217638
+SPLITS = ('random', 'official')
+
+def official_split_idxs(df: pd.DataFrame) -> tuple[list, list]:
+    "(train, valid) row indices from the `split` column: 'train' rows train, the others validate; a group on both sides validates."
+    if 'split' not in df or (df['split'].astype(str) == '').any():
+        raise AidetectError("split='official' needs a split for every image (the manifest's split column); "
+                            "these datasets have none: use split='random'")
+    is_train = (df['split'].astype(str) == 'train').to_numpy()
+    both = set(df['group'][is_train]) & set(df['group'][~is_train])
+    is_train = is_train & ~df['group'].isin(both).to_numpy()
+    return [i for i, t in enumerate(is_train) if t], [i for i, t in enumerate(is_train) if not t]
+
+def split_idxs(df: pd.DataFrame, split: str = 'random', valid_pct: float = 0.2, seed: int = 42) -> tuple[list, list]:
+    "(train, valid) row indices of manifest `df`: a random split by group, or the datasets' official split."
+    if split not in SPLITS: raise AidetectError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return official_split_idxs(df) if split == 'official' else group_split_idxs(df, valid_pct, seed)
 
 # %% ../nbs/03_dataset.ipynb #1f02295c
 def count_table(df: pd.DataFrame, by=('dataset', 'label')) -> pd.DataFrame:
