@@ -21,9 +21,11 @@ __all__ = ['CONDITIONINGS', 'Variation', 'is_blackout', 'generation_size', 'card
 # %% ../../nbs/11_gen_backends.ipynb #bb7ffc9e
 @dataclass
 class Variation:
-    "One generated image and whether the backend's safety filter flagged it."
+    "One generated image, or a refusal: whether the backend's safety system flagged it, with its `reason` code and words."
     image: object
     flagged: bool = False
+    reason: str = 'safety-blackout'   # rejected.csv reason when given up: the SD checker blacks images out
+    detail: str = ''                  # what the safety system said, if it said anything
 
 def is_blackout(im, tol: int = 0) -> bool:
     "True when `im` is (all but) black: what the SD safety checker puts in place of a flagged image."

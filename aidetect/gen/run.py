@@ -20,12 +20,13 @@ from .plan import (SIZE_POLICIES, Source, fit, generation_side, group_size, plan
                                select_sources, variant_seed)
 
 # %% auto #0
-__all__ = ['FORMATS', 'BLACKOUT', 'VariationJob', 'RunSummary', 'tidy_dataset', 'finished', 'SourceRead', 'read_source',
-           'ReadAhead', 'generate_batch', 'BackgroundWriter', 'VariationRun', 'run_variations']
+__all__ = ['FORMATS', 'BLACKOUT', 'GIVEN_UP', 'VariationJob', 'RunSummary', 'tidy_dataset', 'finished', 'SourceRead',
+           'read_source', 'ReadAhead', 'generate_batch', 'BackgroundWriter', 'VariationRun', 'run_variations']
 
 # %% ../../nbs/14_gen_run.ipynb #d36dc393
 FORMATS = {'source': None, 'jpeg': 'JPEG', 'png': 'PNG', 'webp': 'WEBP'}
 BLACKOUT = 'safety-blackout'   # rejected.csv reason of a variation given up after repeated safety-checker flags
+GIVEN_UP = (BLACKOUT, 'safety-refusal')   # reasons of variations given up (not inputs that are unusable)
 
 @dataclass
 class VariationJob:
@@ -96,9 +97,10 @@ def tidy_dataset(out, log=print):
 def finished(out) -> tuple[set, set]:
     "(what is done: dataset paths and variant keys, given-up variations included; inputs rejected as unusable)."
     good, rej = read_all(out, MANIFEST), read_all(out, REJECTED)
-    done = set(good['path']) | set(rej.loc[rej['reason'] == BLACKOUT, 'path']) | \
+    given_up = rej['reason'].isin(GIVEN_UP)
+    done = set(good['path']) | set(rej.loc[given_up, 'path']) | \
         {str(PurePosixPath(p).with_suffix('')) for p in good['path'] if p.startswith('ai/')}
-    return done, set(rej.loc[rej['reason'] != BLACKOUT, 'path'])
+    return done, set(rej.loc[~given_up, 'path'])
 
 # %% ../../nbs/14_gen_run.ipynb #16616916
 @dataclass
@@ -141,7 +143,7 @@ class ReadAhead:
 
 # %% ../../nbs/14_gen_run.ipynb #2f27d9d2
 def generate_batch(backend, batch: list, conds: dict, dims: tuple, seed: int, max_retries: int, done: set = frozenset()):
-    "Yield (item, seed, image or None when given up after `max_retries` safety flags) for the items of `batch` not `done`."
+    "Yield (item, seed, `Variation`) for the items of `batch` not `done`; a flagged one only after `max_retries` retries."
     while batch:
         seeds = [variant_seed(seed, it.source.rel, it.k, it.attempt) for it in batch]
         outs = backend.generate([conds[it.source.rel] for it in batch], seeds, *dims)
@@ -149,7 +151,7 @@ def generate_batch(backend, batch: list, conds: dict, dims: tuple, seed: int, ma
         for it, s, v in zip(batch, seeds, outs):
             if it.key in done: continue
             if v.flagged and it.attempt < max_retries: retry.append(replace(it, attempt=it.attempt + 1)); continue
-            yield it, s, (None if v.flagged else v.image)
+            yield it, s, v
         batch = retry
 
 # %% ../../nbs/14_gen_run.ipynb #2410000b
@@ -223,13 +225,15 @@ class VariationRun:
         self.read[rel] = r
         return r
 
-    def write_variation(self, it, seed: int, image, dims: tuple):
-        "Hand variation `it` (made at `dims`; None when given up after safety flags) to the writer, sized by the policy."
-        if image is None:
+    def write_variation(self, it, seed: int, v, dims: tuple):
+        "Hand variation `it` (a `Variation` made at `dims`) to the writer, sized by the policy; a refusal to rejected.csv."
+        if v.flagged:
             self.summary.blacked_out += 1
-            self.writer.submit('reject', it.key, BLACKOUT, f'flagged by the safety checker {it.attempt + 1} times '
-                               f'(last seed {seed}); no variation kept')
+            why = v.detail or 'flagged by the safety checker'
+            self.writer.submit('reject', it.key, v.reason, f'{why} ({it.attempt + 1} times'
+                               + (f', last seed {seed}' if self.backend.seeded else '') + '); no variation kept')
             return
+        image = v.image
         r = self.read[it.source.rel]
         if self.policy == 'matched': img, how = fit(image, group_size(r.size, dims))
         elif self.policy == 'source': img, how = fit(image, r.size)
@@ -257,9 +261,9 @@ class VariationRun:
             for bi, (dims, batch) in enumerate(plan.batches):
                 batch = [it for it in batch if self.source(it.source.rel) is not None]
                 conds = {rel: self.read[rel].cond for rel in {it.source.rel for it in batch}}
-                for it, seed, image in generate_batch(self.backend, batch, conds, dims, job.seed, job.max_retries, self.done):
+                for it, seed, v in generate_batch(self.backend, batch, conds, dims, job.seed, job.max_retries, self.done):
                     self.summary.retried += it.attempt
-                    self.write_variation(it, seed, image, dims); bar.update(1)
+                    self.write_variation(it, seed, v, dims); bar.update(1)
                 later = {it.source.rel for _, b in plan.batches[bi + 1:bi + 1 + ahead] for it in b}
                 for rel in [r for r in self.read if r not in later]: del self.read[rel]   # forget what no batch needs
             for rel in plan.order:   # sources needing only their real copy, or unreadable ones (to record why)
