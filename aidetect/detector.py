@@ -7,13 +7,13 @@ Docs: https://aidetect.github.io/aidetect/detector.html.md"""
 
 # %% ../nbs/21_detector.ipynb #357a3551
 from __future__ import annotations
+from .core import AidetectError, check_range, walk_files   # first: it hides known third-party warnings before fastai is imported
 import csv, json, os, sys, warnings
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np, torch
 from fastai.vision.all import Pipeline, PILImage, ToTensor, Resize, Learner, load_learner
-from .core import AidetectError, check_range, walk_files
 from .images import BadImage, open_image
 from .dataset import LABELS, POSITIVE
 from .train import build_model, item_tfms, norm_of

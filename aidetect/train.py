@@ -7,6 +7,7 @@ Docs: https://aidetect.github.io/aidetect/train.html.md"""
 
 # %% ../nbs/20_train.ipynb #c9c1ed7f
 from __future__ import annotations
+from .core import AidetectError, check_range   # first: it hides known third-party warnings before fastai is imported
 import contextlib, json, subprocess, time, warnings
 from pathlib import Path
 from urllib.error import URLError
@@ -22,7 +23,6 @@ from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, ColReader, 
                                ConvLayer, Flatten, CrossEntropyLossFlat, accuracy, skm_to_fastai,
                                RocAucBinary)
 from sklearn.metrics import precision_score, recall_score, f1_score
-from .core import AidetectError, check_range
 from .images import BadImage, open_image
 from .dataset import LABELS, load_datasets, group_keys, group_split_idxs, count_table, manifest_hash
 from fastcore.meta import delegates
