@@ -7,7 +7,7 @@ Docs: https://aidetect.github.io/aidetect/evaluate.html.md"""
 
 # %% ../nbs/22_evaluate.ipynb #4fc9ead0
 from __future__ import annotations
-import html, json, os, sys, warnings
+import html, io, json, os, sys, warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -243,6 +243,10 @@ def confusion_state(preds: pd.DataFrame, dataset: str, threshold: float) -> dict
     return dict(matrix=confusion_counts(d, threshold), mistakes=ranked(d, threshold),
                 metrics=binary_metrics((d['label'] == POSITIVE).astype(int), d['prob_ai'], threshold))
 
+_TABLE_CSS = ('<style>.aidetect-metrics, .aidetect-mistakes {border-collapse: collapse; margin: 6px 0; font-size: 12px}'
+              '.aidetect-metrics th, .aidetect-metrics td, .aidetect-mistakes th, .aidetect-mistakes td '
+              '{padding: 2px 9px; text-align: right; border-bottom: 1px solid #ddd}'
+              '.aidetect-mistakes td:last-child, .aidetect-mistakes th:last-child {text-align: left}</style>')   # a widget's HTML gets no notebook table style
 POSITIVE_NOTE = ('<b>AI-generated is the positive class.</b> An image is called AI when P(AI) ≥ the threshold; '
                  'precision is the share of images called AI that are AI, recall the share of AI images called AI.')
 
@@ -261,6 +265,7 @@ def _mistakes_html(mistakes: pd.DataFrame, k: int) -> str:
 def confusion_widget(res: EvalResult, k: int = 12):
     "ipywidgets UI over `res`: dataset dropdown, threshold slider, 'show mistakes' toggle (table and thumbnails)."
     import ipywidgets as W
+    from IPython.display import Image
     roots = {n: m['path'] for n, m in res.manifests.items()}
     ds = W.Dropdown(options=res.datasets + ['all'], description='dataset')
     th = W.FloatSlider(value=res.threshold, min=0.0, max=1.0, step=0.01, description='threshold', readout_format='.2f',
@@ -271,11 +276,13 @@ def confusion_widget(res: EvalResult, k: int = 12):
         st = confusion_state(res.preds, ds.value, th.value)
         metrics = pd.DataFrame([st['metrics']]).to_html(index=False, float_format=lambda v: f'{v:.3f}', na_rep='n/a',
                                                        border=0, classes='aidetect-metrics')
-        summary.value = (f'<div class="aidetect-summary">{confusion_html(st["matrix"], f"{ds.value} (threshold {th.value:.2f})")}'
+        summary.value = (f'{_TABLE_CSS}<div class="aidetect-summary">{confusion_html(st["matrix"], f"{ds.value} (threshold {th.value:.2f})")}'
                          f'{metrics}{_mistakes_html(st["mistakes"], k) if show.value else ""}</div>')
         grid.outputs = ()
         if show.value and len(st['mistakes']):
-            fig = plot_mistakes(st['mistakes'], roots, k); grid.append_display_data(fig); plt.close(fig)
+            fig, png = plot_mistakes(st['mistakes'], roots, k), io.BytesIO()
+            fig.savefig(png, format='png', dpi=90); plt.close(fig)   # a PNG shows whatever matplotlib backend is set
+            grid.append_display_data(Image(data=png.getvalue(), format='png'))
     for w in (ds, th, show): w.observe(update, names='value')
     update()
     return W.VBox([W.HTML(POSITIVE_NOTE), W.HBox([ds, th, show]), summary, grid], layout=W.Layout(width='100%'))
