@@ -18,7 +18,7 @@ import csv, io, os, random
 from pathlib import Path, PurePosixPath
 import pandas as pd
 from PIL import Image
-from .core import AidetectError, atomic_path, sha256_bytes, sha256_file, write_bytes_atomic
+from .core import AidetectError, atomic_path, progress_bars, sha256_bytes, sha256_file, write_bytes_atomic
 from .images import BadImage, encode_image, open_image
 
 # %% auto #0
@@ -339,7 +339,7 @@ def preflight(df: pd.DataFrame, workers: int | None = None, progress: bool = Fal
     from tqdm.auto import tqdm
     with ThreadPoolExecutor(workers or min(16, os.cpu_count() or 1)) as ex:   # decoding releases the GIL
         reasons = list(tqdm(ex.map(check_image_file, df['file']), total=len(df), desc='checking files', unit='file',
-                            disable=not progress, leave=False))
+                            disable=not progress_bars(progress), leave=False))
     bad = pd.Series(reasons, index=df.index) != ''
     return df[~bad], df[bad].assign(reason=[r for r in reasons if r])
 
