@@ -6,11 +6,12 @@ Docs: https://aidetect.github.io/aidetect/gen_cli.html.md"""
 
 # %% ../../nbs/17_gen_cli.ipynb #2a2e0460
 from __future__ import annotations
-import os, sys
+import os, sys, time
 from typing import Annotated
 from ..core import AidetectError
 from ..script import Command, run_cli
 from .pipeline import DEFAULT_MODEL, DEFAULT_REVISION, DEFAULT_GUIDANCE
+from .backends import OPENAI_MODEL
 
 # %% auto #0
 __all__ = ['COMMANDS', 'EPILOG', 'cli_variations', 'main']
@@ -28,10 +29,11 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                    dtype: Annotated[str, dict(choices=['fp16', 'bf16', 'fp32'])] = None,   # default: fp16 on CUDA, fp32 on CPU
                    safety_checker: bool = True,   # run the pipeline's safety checker (--no-safety-checker: load it without)
                    conditioning: Annotated[str, dict(choices=['card', 'processor'])] = 'card',   # card: the whole image, 224 px bicubic without antialiasing, as the model card says; processor: the pipeline's CLIPImageProcessor (centre crop)
-                   openai_model: str = 'dall-e-2',   # image model of the OpenAI backend
+                   openai_model: str = OPENAI_MODEL,   # OpenAI image model, edited with --prompt. OpenAI removed dall-e-2 (and its variations endpoint) on 2026-05-12: it works only with a --base-url that still serves it; for DALL·E 2 images made before then, use `aidetect-gen import`
+                   prompt: str = None,   # the OpenAI backend's edit prompt (default: a fixed one asking for a new photo of the same scene); recorded in the manifest
                    base_url: str = None,   # OpenAI API base URL (default: OPENAI_BASE_URL or the official one)
                    requests_per_minute: float = None,   # rate limit for API requests
-                   api_retries: int = 5,   # retries with backoff on 429 and 5xx answers
+                   api_retries: int = 5,   # retries with backoff on 408, 409, 429 and 5xx answers and lost connections
                    n_per_image: int = 1,   # variations per source image
                    size: int = None,   # long side of generated images in px (default: the model's, 512)
                    batch_size: int = 4,   # images per pipeline call
@@ -45,7 +47,7 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                    max_retries: int = 3,   # new seeds to try after a safety-checker blackout
                    Quiet: bool = False):   # no progress bar
     "Make image variations of every image under SRC into the aidetect dataset OUT (resumable: rerun after a crash)."
-    from aidetect.gen.backends import SDBackend, OpenAIBackend
+    from aidetect.gen.backends import SDBackend, OpenAIBackend, retired_on
     from aidetect.gen.distributor import Distributor
     from aidetect.gen.run import VariationJob, run_variations
     from aidetect.gen.plan import scan_sources
@@ -57,9 +59,10 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
     if int(os.environ.get('RANK', '0')) == 0: DatasetLock(Out).acquire().release()   # so is a dataset being written
     dist = Distributor()
     if backend == 'openai':
-        b = OpenAIBackend(openai_model, base_url=base_url, max_retries=api_retries, per_minute=requests_per_minute,
+        b = OpenAIBackend(openai_model, prompt, base_url=base_url, max_retries=api_retries, per_minute=requests_per_minute,
                           generator=generator)
-        if size and size not in b.SIZES: raise AidetectError(f'--size must be one of {b.SIZES} for DALL·E 2, got {size}')
+        if size and size > b.max_side: raise AidetectError(f'--size must be at most {b.max_side} for {openai_model}, got {size}')
+    elif prompt is not None: raise AidetectError('--prompt is for --backend openai: SD image variations take no prompt')
     else:
         b = SDBackend(model, revision, steps=steps, guidance=guidance, scheduler=scheduler, device=device or dist.device,
                       dtype=dtype, generator=generator, safety_checker=safety_checker, conditioning=conditioning)
@@ -70,6 +73,10 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
         if model == 'tiny' and backend == 'sd':
             print('aidetect-gen: the tiny model has random weights: its images are noise, useful only to check the '
                   'machinery', file=sys.stderr)
+        if backend == 'openai' and (when := retired_on(openai_model)):   # served by a --base-url, or not retired yet
+            gone = when <= time.strftime('%Y-%m-%d')
+            print(f"aidetect-gen: OpenAI {'removed' if gone else 'removes'} {openai_model} from its API on {when}; "
+                  f"--openai-model {OPENAI_MODEL} is current", file=sys.stderr)
     s = run_variations(job, b, progress=False if Quiet else None, log=lambda m: print(m, file=sys.stderr))
     print(f'aidetect-gen{dist.tag}: {s}', file=sys.stderr)
     if dist.is_main and not s.interrupted:
