@@ -7,7 +7,7 @@ Docs: https://aidetect.github.io/aidetect/train.html.md"""
 
 # %% ../nbs/20_train.ipynb #c9c1ed7f
 from __future__ import annotations
-import contextlib, json, subprocess, time, warnings
+import contextlib, json, os, subprocess, time, warnings
 from pathlib import Path
 from urllib.error import URLError
 
@@ -16,32 +16,37 @@ import numpy as np, pandas as pd, torch
 import torchvision
 from PIL import Image, ImageFilter
 from torch import nn
-from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, ColReader, Resize, ResizeMethod, RandomCrop,
-                               Normalize, Transform, RandTransform, imagenet_stats, aug_transforms, vision_learner,
-                               create_vision_model, create_timm_model, create_body, model_meta, Learner, PILImage,
-                               ConvLayer, Flatten, CrossEntropyLossFlat, accuracy, skm_to_fastai,
+from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColReader, Resize, ResizeMethod, RandomCrop,
+                               Normalize, IntToFloatTensor, Transform, RandTransform, imagenet_stats, aug_transforms,
+                               vision_learner, create_vision_model, create_timm_model, create_body, model_meta, Learner,
+                               PILImage, ConvLayer, Flatten, CrossEntropyLossFlat, accuracy, skm_to_fastai,
                                RocAucBinary)
+from fastai.callback.channelslast import ChannelsLast
+from fastai.distributed import DistributedDL
+from fastcore.basics import patch
 from sklearn.metrics import precision_score, recall_score, f1_score
 from .core import AidetectError, check_range
 from .images import BadImage, open_image
-from .dataset import LABELS, load_datasets, group_keys, group_split_idxs, count_table, manifest_hash
+from .dataset import LABELS, load_datasets, group_keys, group_split_idxs, count_table, manifest_hash, preflight
+from .gen.distributor import Distributor
 from fastcore.meta import delegates
 from typing import Annotated
 
 # %% auto #0
 __all__ = ['AUGMENTATIONS', 'DEFAULT_LR', 'DetectorImage', 'simple_cnn', 'resolve_arch', 'build_model', 'norm_stats',
            'WeightsUnavailable', 'load_body_weights', 'CropBottom', 'RandomGaussianBlur', 'RandomGrayscale',
-           'RandomJPEG', 'item_tfms', 'batch_tfms', 'detector_dblock', 'balance_weights', 'detector_dls',
-           'detector_metrics', 'detector_learner', 'suggest_lr', 'train_detector', 'training_summary', 'norm_of',
-           'detector_info', 'export_detector', 'cli_train']
+           'RandomJPEG', 'item_tfms', 'batch_tfms', 'draft_size', 'OpenImage', 'detector_dblock', 'usable_rows',
+           'balance_weights', 'default_workers', 'detector_dls', 'detector_metrics', 'precision_for',
+           'detector_learner', 'suggest_lr', 'train_detector', 'training_summary', 'norm_of', 'detector_info',
+           'export_detector', 'cli_train']
 
 # %% ../nbs/20_train.ipynb #d2baffc7
 class DetectorImage(PILImage):
     "A `PILImage` opened with `open_image`: EXIF-rotated, alpha on white, 16-bit scaled, errors that name the file."
     @classmethod
-    def create(cls, fn, **kwargs):
+    def create(cls, fn, draft: tuple | None = None, **kwargs):
         if isinstance(fn, (str, Path)):
-            try: return cls(open_image(fn))
+            try: return cls(open_image(fn, draft=draft))
             except BadImage as e: raise BadImage(e.reason, f'{fn}: {e.detail}') from None
         return super().create(fn, **kwargs)
 
@@ -186,16 +191,65 @@ def batch_tfms(aug: str = 'fastai', size: int = 224) -> list:
     return aug_transforms() if aug == 'fastai' else []
 
 # %% ../nbs/20_train.ipynb #76921480
+def draft_size(aug: str = 'fastai', size: int = 224, train: bool = False) -> tuple | None:
+    "The least width×height recipe `aug` needs decoded to make `size` px inputs; None: full size (native pixels)."
+    _check_aug(aug)
+    if aug == 'epstein' or (aug == 'cnndetection' and train): return None
+    return (2 * size, 2 * size)
+
+class OpenImage(RandTransform):
+    "Open an image file as a `DetectorImage`, decoded at the reduced scale `draft_size` allows for training or validation."
+    split_idx, order = None, 0   # both splits; what it may skip depends on which (`before_call`)
+    def __init__(self, aug: str = 'fastai', size: int = 224):
+        super().__init__(); self.aug, self.size = aug, size
+        self.drafts = {train: draft_size(aug, size, train) for train in (True, False)}
+    def before_call(self, b, split_idx): self.draft = self.drafts[split_idx == 0]
+    def encodes(self, fn): return DetectorImage.create(fn, draft=self.draft)
+
+# %% ../nbs/20_train.ipynb #933c665f
+def _split(df, valid_pct, seed):
+    "Split by group; or as the `is_valid` column says (`detector_dls` splits the whole manifest before excluding files)."
+    if 'is_valid' not in df: return group_split_idxs(df, valid_pct, seed)
+    v = df['is_valid'].to_numpy(dtype=bool)
+    return np.flatnonzero(~v).tolist(), np.flatnonzero(v).tolist()
+
 def detector_dblock(size: int = 224, valid_pct: float = 0.2, seed: int = 42, aug: str = 'fastai',
                     arch: str = 'resnet34') -> DataBlock:
     "A `DataBlock` over manifest rows: `file` → `DetectorImage`, `label` → real/ai, split by `group`."
-    return DataBlock(blocks=(ImageBlock(DetectorImage), CategoryBlock(vocab=list(LABELS), sort=False)),
+    # fastai's ImageBlock, with `OpenImage` instead of `PILImage.create`: uint8 images, made float on the device
+    images = TransformBlock(type_tfms=OpenImage(aug, size), batch_tfms=IntToFloatTensor)
+    return DataBlock(blocks=(images, CategoryBlock(vocab=list(LABELS), sort=False)),
                      get_x=ColReader('file'), get_y=ColReader('label'),
-                     splitter=lambda df: group_split_idxs(df, valid_pct, seed),
+                     splitter=lambda df: _split(df, valid_pct, seed),
                      item_tfms=item_tfms(aug, size),
                      batch_tfms=[*batch_tfms(aug, size), Normalize.from_stats(*norm_stats(arch))])
 
 # %% ../nbs/20_train.ipynb #3abfe55f
+def usable_rows(df: pd.DataFrame, strict: bool = False, workers: int | None = None,
+                verbose: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "(usable rows, excluded dataset/path/reason rows) of manifest rows `df`, every file checked; `strict`: fail instead."
+    dist = Distributor()
+    _, bad = preflight(df.iloc[dist.rank::dist.world], workers, progress=verbose and dist.is_main)
+    found = list(zip(bad.index, bad['reason']))
+    if dist.world > 1:
+        from accelerate.utils import gather_object
+        found = gather_object(found)
+    found = sorted(found)
+    excluded = df.loc[[i for i, _ in found]].assign(reason=[r for _, r in found])[['dataset', 'path', 'reason']]
+    if len(excluded):
+        first = excluded.iloc[0]
+        if strict: raise AidetectError(
+            f"{len(excluded)} file(s) of the training data cannot be used, e.g. {first['dataset']}/{first['path']} "
+            f"({first['reason']}); fix or remove them, or train without --strict to leave them out")
+        if dist.is_main and verbose:
+            print(f'left out {len(excluded)} unusable file(s) (listed in the model\'s .json as well):')
+            for _, r in excluded.head(20).iterrows(): print(f"  {r['dataset']}/{r['path']}: {r['reason']}")
+            if len(excluded) > 20: print(f'  ... and {len(excluded) - 20} more')
+        elif dist.is_main:
+            warnings.warn(f"left out {len(excluded)} unusable file(s), e.g. {first['dataset']}/{first['path']} ({first['reason']})")
+    return df.drop(excluded.index).reset_index(drop=True), excluded.reset_index(drop=True)
+
+# %% ../nbs/20_train.ipynb #0fd5a0ac
 def balance_weights(df: pd.DataFrame) -> np.ndarray:
     "Sampling weights so each label, and within it each domain, is drawn equally often."
     n_dom = df.groupby('label')['domain'].transform('nunique')
@@ -203,31 +257,43 @@ def balance_weights(df: pd.DataFrame) -> np.ndarray:
     w = 1.0 / (df['label'].nunique() * n_dom * n_cell)
     return (w / w.sum()).to_numpy()
 
+def default_workers(n_items: int | None = None) -> int:
+    "DataLoader workers: one per core this process may use (shared with the other processes of a distributed run)."
+    if n_items is not None and n_items < 256: return 0   # below this, starting the workers costs more than they save
+    from fastai.torch_core import num_cpus
+    return max(1, min(16, num_cpus() // int(os.environ.get('LOCAL_WORLD_SIZE', 1))))
+
 def detector_dls(source, size: int = 224, bs: int = 64, valid_pct: float = 0.2, seed: int = 42, aug: str = 'fastai',
-                 arch: str = 'resnet34', balance: bool = False, num_workers: int | None = None, device=None,
-                 verbose: bool = True):
-    "DataLoaders for dataset folder(s) or a manifest DataFrame `source`, split by group; `dls.manifest` holds the rows."
+                 arch: str = 'resnet34', balance: bool = False, workers: int | None = None, device=None,
+                 strict: bool = False, verbose: bool = True):
+    "DataLoaders for dataset folder(s) or a manifest DataFrame `source`, split by group, unusable files left out."
     df = load_datasets(source)
     if df.empty: raise AidetectError('the dataset has no images; check manifest.csv')
+    tr, va = group_split_idxs(df, valid_pct, seed)   # of the whole manifest: a file that can't be read moves no group
+    if valid_pct > 0 and not va: raise AidetectError('too few groups to split off a validation set; add images or use --valid-pct 0')
+    df = df.assign(is_valid=np.isin(np.arange(len(df)), va))
+    df, excluded = usable_rows(df, strict, verbose=verbose)
+    if valid_pct > 0 and not df['is_valid'].any(): raise AidetectError('no usable validation images; see the files left out above')
     missing = set(LABELS) - set(df['label'])
     if missing: raise AidetectError(f"a detector needs both classes; no {'/'.join(sorted(missing))} images in the data")
     if verbose: print(count_table(df, by=('dataset', 'domain', 'label')).to_string(), end='\n\n')
-    tr, va = group_split_idxs(df, valid_pct, seed)
-    if valid_pct > 0 and not va: raise AidetectError('too few groups to split off a validation set; add images or use --valid-pct 0')
-    if len(tr) < bs:   # fastai drops the last partial training batch: with fewer images than bs there'd be none
-        warnings.warn(f'batch size {bs} is larger than the {len(tr)} training images; using {len(tr)}')
-        bs = len(tr)
-    if num_workers is None: num_workers = 0 if len(df) < 2000 else min(8, torch.get_num_threads())
+    n_train = int((~df['is_valid']).sum())
+    if n_train < bs:   # fastai drops the last partial training batch: with fewer images than bs there'd be none
+        warnings.warn(f'batch size {bs} is larger than the {n_train} training images; using {n_train}')
+        bs = n_train
+    if workers is None: workers = default_workers(len(df))
+    device = torch.device(device) if device is not None else None
+    kw = dict(bs=bs, num_workers=workers, device=device, pin_memory=device is not None and device.type == 'cuda')
     dblock = detector_dblock(size, valid_pct, seed, aug, arch)
     if balance:   # fastai's weighted DataLoader: the training set is sampled with these weights, valid is untouched
         dsets = dblock.datasets(df)
         wgts = balance_weights(df.iloc[dsets.splits[0]].reset_index(drop=True))
-        dls = dsets.weighted_dataloaders(wgts, bs=bs, num_workers=num_workers, device=device,
-                                         after_item=dblock.item_tfms, after_batch=dblock.batch_tfms)
-    else: dls = dblock.dataloaders(df, bs=bs, num_workers=num_workers, device=device)
-    dls.manifest, dls.size, dls.seed, dls.valid_pct, dls.aug, dls.balance = df, size, seed, valid_pct, aug, balance
+        dls = dsets.weighted_dataloaders(wgts, after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kw)
+    else: dls = dblock.dataloaders(df, **kw)
+    dls.manifest, dls.excluded, dls.size, dls.seed = df, excluded, size, seed
+    dls.valid_pct, dls.aug, dls.balance = valid_pct, aug, balance
     keys = group_keys(df)
-    dls.train_groups, dls.valid_groups = sorted(set(keys.iloc[tr])), sorted(set(keys.iloc[va]))
+    dls.train_groups, dls.valid_groups = sorted(set(keys[~df['is_valid']])), sorted(set(keys[df['is_valid']]))
     return dls
 
 # %% ../nbs/20_train.ipynb #e2b7b730
@@ -238,8 +304,20 @@ def detector_metrics() -> list:
     prf = [skm_to_fastai(m, pos_label=1, zero_division=0) for m in (precision_score, recall_score, f1_score)]
     return [accuracy, *prf, RocAucBinary()]
 
+def precision_for(mixed_precision: str | None, device) -> str:
+    "'bf16', 'fp16' or 'no': `mixed_precision` checked, or the default for `device` (bf16 on GPUs that have it)."
+    if mixed_precision not in (None, 'bf16', 'fp16', 'no'):
+        raise AidetectError(f'--mixed-precision must be bf16, fp16 or no, got {mixed_precision!r}')
+    cuda = torch.device(device).type == 'cuda'
+    if mixed_precision in ('bf16', 'fp16') and not cuda:   # fastai's MixedPrecision autocasts on CUDA only
+        raise AidetectError(f'--mixed-precision {mixed_precision} needs a CUDA GPU; on {device} use no')
+    if mixed_precision is not None: return mixed_precision
+    if not cuda: return 'no'
+    return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+
 def detector_learner(dls, arch: str = 'resnet34', pretrained: bool = True, weights=None, metrics=None,
-                     mixed_precision: bool | None = None, **kwargs) -> Learner:
+                     mixed_precision: str | None = None, channels_last: bool | None = None, compile: bool = False,
+                     **kwargs) -> Learner:
     "A fastai `vision_learner` for `dls`: `arch` by name, ImageNet weights (downloaded, or the local file `weights`)."
     kind, fn = resolve_arch(arch)
     if kind == 'simple_cnn' and (pretrained or weights):
@@ -257,9 +335,11 @@ def detector_learner(dls, arch: str = 'resnet34', pretrained: bool = True, weigh
         load_body_weights(learn, arch, weights)
         learn.freeze()
     learn.arch_name, learn.pretrained, learn.weights_file = arch, bool(pretrained or weights), str(weights or '') or None
-    # mixed precision wherever there is a GPU: fastai's MixedPrecision callback (torch.autocast + grad scaling)
-    learn.mixed_precision = (dls.device.type == 'cuda') if mixed_precision is None else mixed_precision
-    if learn.mixed_precision: learn.to_fp16()
+    cuda = torch.device(dls.device).type == 'cuda'
+    learn.precision = precision_for(mixed_precision, dls.device)   # fastai's MixedPrecision callback: autocast (+ scaler)
+    if learn.precision != 'no': learn.to_bf16() if learn.precision == 'bf16' else learn.to_fp16()
+    if cuda if channels_last is None else channels_last: learn.add_cb(ChannelsLast())
+    if compile: learn.model.compile()
     return learn
 
 # %% ../nbs/20_train.ipynb #f65d36ac
@@ -277,12 +357,47 @@ def suggest_lr(learn: Learner, num_it: int = 100, show_plot: bool = False) -> fl
         return DEFAULT_LR
 
 # %% ../nbs/20_train.ipynb #ab8b1f2d
+@patch
+def _broadcast(self: DistributedDL, t, rank):
+    "Send list `t` from process `rank` to all: fastai's, but on the CPU when the process group is gloo."
+    # fastai 2.8.12 always moves `t` to CUDA (nccl needs that), so DDP on CPUs (gloo) failed at the first batch
+    t = torch.LongTensor(t)
+    if torch.distributed.get_backend() == 'nccl': t = t.cuda()
+    torch.distributed.broadcast(t, rank)
+    return t.cpu().tolist()
+
+@contextlib.contextmanager
+def _world_of_one():
+    "fastai reads WORLD_SIZE to decide whether to wait for, and gather from, the other processes: here it must not."
+    old = os.environ.get('WORLD_SIZE')
+    os.environ['WORLD_SIZE'] = '1'
+    try: yield
+    finally:
+        if old is None: os.environ.pop('WORLD_SIZE', None)
+        else: os.environ['WORLD_SIZE'] = old
+
+def _lr_of_first_process(learn: Learner, dist: Distributor, num_it: int, show_plot: bool) -> float:
+    "`suggest_lr` on the first process only (the others would suggest other rates and drift apart), sent to all."
+    if dist.world == 1: return suggest_lr(learn, num_it, show_plot)
+    from accelerate.utils import broadcast_object_list
+    lr = [None]
+    if dist.is_main:
+        with _world_of_one(): lr = [suggest_lr(learn, num_it, show_plot)]
+    return broadcast_object_list(lr, from_process=0)[0]
+
+def _distributed(learn: Learner, dist: Distributor):
+    "fastai's `distrib_ctx` when there are several processes (SyncBatchNorm on GPUs only: it has no CPU kernel)."
+    if dist.world == 1: return contextlib.nullcontext()
+    cuda = torch.device(learn.dls.device).type == 'cuda'
+    return learn.distrib_ctx(sync_bn=cuda, cpu=not cuda)
+
+# %% ../nbs/20_train.ipynb #7fb0a500
 def train_detector(source,                     # dataset folder(s), or a manifest DataFrame
                    arch: str = 'resnet34',     # torchvision or timm name (timm/NAME to prefer timm), or simple_cnn
                    epochs: int = 3,            # epochs of full training
                    freeze_epochs: int = 1,     # epochs training only the head first (pretrained only)
                    size: int = 224,            # input size in px
-                   bs: int = 64,               # batch size
+                   bs: int = 64,               # batch size (of one step, shared by the processes of a distributed run)
                    lr: float | None = None,    # learning rate (default: lr_find's suggestion)
                    pretrained: bool = True,    # start from ImageNet weights (--no-pretrained: from scratch)
                    weights: str | None = None, # local ImageNet state dict for `arch` (.pth or .safetensors)
@@ -292,8 +407,11 @@ def train_detector(source,                     # dataset folder(s), or a manifes
                    balance: bool = False,      # sample batches so each class, and each domain within it, is seen equally often
                    lr_find_its: int = 100,     # iterations of the learning-rate finder
                    show_plot: bool = False,    # plot lr_find's curve
-                   num_workers: int | None = None,   # DataLoader workers (default: 0 for small datasets)
+                   workers: int | None = None, # image-decoding processes (default: one per core; none for small datasets)
                    device: str | None = None,  # cpu or cuda (default: cuda if available)
+                   mixed_precision: str | None = None,  # bf16, fp16 or no (default: bf16 on GPUs that have it, else fp16; no on CPU)
+                   compile: bool = False,      # torch.compile the model (minutes of compiling, then faster steps)
+                   strict: bool = False,       # refuse to train when a file cannot be read (default: leave it out)
                    verbose: bool = True,       # print counts, the lr and fastai's epoch table
                   ) -> Learner:
     "Train a real/AI detector on dataset folder(s) `source`: DataLoaders, `vision_learner`, `lr_find`, `fine_tune`."
@@ -302,21 +420,28 @@ def train_detector(source,                     # dataset folder(s), or a manifes
     check_range('bs', bs, 1); check_range('valid_pct', valid_pct, 0, 1, hi_open=True)
     if lr is not None and lr <= 0: raise AidetectError(f'lr must be positive, got {lr}')
     if not pretrained and weights: raise AidetectError('--weights and --no-pretrained contradict each other; pick one')
-    set_seed(seed, reproducible=True)
+    dist = Distributor()   # this process's rank among those `accelerate launch` started (one process otherwise)
+    if bs < dist.world: raise AidetectError(f'--bs {bs} is smaller than the {dist.world} processes; give each at least one image')
+    device = torch.device(device or dist.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if device.type == 'cpu': device = torch.device('cpu')   # not accelerate's 'cpu:0', which torch.load can't map to
+    precision_for(mixed_precision, device)   # a wrong value fails before any data is read
+    # cuDNN's autotuner picks the fastest kernels; on a GPU that is worth more than bit-for-bit reruns
+    set_seed(seed, reproducible=device.type != 'cuda')
     resolve_arch(arch)   # a wrong name fails before any data is read
-    dls = detector_dls(source, size=size, bs=bs, valid_pct=valid_pct, seed=seed, aug=aug, arch=arch, balance=balance,
-                       num_workers=num_workers, device=device, verbose=verbose)
-    learn = detector_learner(dls, arch, pretrained, weights)
+    verbose_here = verbose and dist.is_main
+    dls = detector_dls(source, size=size, bs=bs // dist.world, valid_pct=valid_pct, seed=seed, aug=aug, arch=arch,
+                       balance=balance, workers=workers, device=device, strict=strict, verbose=verbose_here)
+    learn = detector_learner(dls, arch, pretrained, weights, mixed_precision=mixed_precision, compile=compile)
     pretrained = learn.pretrained
     t0 = time.time()
     if lr is None:
-        lr = suggest_lr(learn, lr_find_its, show_plot)
-        if verbose: print(f'lr_find suggests {lr:.2e}')
-    with (contextlib.nullcontext() if verbose else learn.no_bar()), \
-         (contextlib.nullcontext() if verbose else learn.no_logging()):
+        lr = _lr_of_first_process(learn, dist, lr_find_its, show_plot)
+        if verbose_here: print(f'lr_find suggests {lr:.2e}')
+    with (contextlib.nullcontext() if verbose_here else learn.no_bar()), \
+         (contextlib.nullcontext() if verbose_here else learn.no_logging()), _distributed(learn, dist):
         if pretrained: learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs)
         else: learn.fit_one_cycle(epochs + freeze_epochs, lr)
-    learn.lr_used, learn.train_seconds = lr, time.time() - t0
+    learn.lr_used, learn.train_seconds, learn.processes = lr, time.time() - t0, dist.world
     learn.images_seen = len(dls.train_ds) * (epochs + freeze_epochs)
     return learn
 
@@ -364,6 +489,8 @@ def detector_info(learn: Learner) -> dict:
                 mean=mean, std=std,
                 vocab=list(dls.vocab), positive='ai', balance=bool(dls.balance),
                 mixed_precision=bool(getattr(learn, 'mixed_precision', False)),
+                precision=getattr(learn, 'precision', 'no'), processes=getattr(learn, 'processes', 1),
+                excluded=dls.excluded.to_dict('records') if hasattr(dls, 'excluded') else [],
                 datasets=[dict(name=Path(r).name, path=str(r), manifest_sha256=manifest_hash(r)) for r in roots],
                 n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), seed=dls.seed, valid_pct=dls.valid_pct,
                 train_groups=list(dls.train_groups), valid_groups=list(dls.valid_groups),
@@ -398,6 +525,7 @@ def cli_train(*datasets: str,   # dataset folder(s) with a manifest.csv
     if not datasets: raise AidetectError('give at least one dataset folder')
     for d in datasets: read_manifest(d)   # a wrong path fails now, not after loading the data
     learn = train_detector(list(datasets), **kwargs)
+    if not Distributor().is_main: return   # under `accelerate launch` the first process writes the files
     files = export_detector(learn, Out)
     print(f"{learn.arch_name}: {training_summary(learn)}")
     print('wrote ' + ', '.join(str(p) for p in files.values()))
