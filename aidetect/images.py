@@ -75,7 +75,7 @@ def open_image(source, max_pixels: int | None = None, draft: tuple | None = None
         msg = str(e)
         raise BadImage('truncated' if 'truncated' in msg.lower() or isinstance(e, EOFError) else 'unreadable', msg)
     try:
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)   # in place: an upright image is not copied
         return to_rgb(im)
     except (OSError, ValueError) as e: raise BadImage('unsupported-mode', f'mode {im.mode}: {e}')
 
