@@ -134,7 +134,9 @@ class _FileDataset(torch.utils.data.Dataset):
 
 def _collate(items):
     ok = [(i, x) for i, x, _ in items if x is not None]
-    return ([i for i, _ in ok], torch.stack([x for _, x in ok]) if ok else None, [(i, r) for i, x, r in items if x is None])
+    # stacked as the pixels lie (H×W×C), viewed as N×C×H×W: a plain copy and a channels-last batch, as in training
+    x = torch.stack([x.permute(1, 2, 0) for _, x in ok]).permute(0, 3, 1, 2) if ok else None
+    return [i for i, _ in ok], x, [(i, r) for i, x, r in items if x is None]
 
 def _predict_here(det: Detector, files: list, bs: int, num_workers: int | None, progress: bool):
     if num_workers is None: num_workers = default_workers(len(files))

@@ -20,8 +20,9 @@ from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColRead
                                Normalize, IntToFloatTensor, Transform, RandTransform, imagenet_stats, aug_transforms,
                                vision_learner, create_vision_model, create_timm_model, create_body, model_meta, Learner,
                                PILImage, ConvLayer, Flatten, CrossEntropyLossFlat, accuracy, skm_to_fastai,
-                               RocAucBinary)
+                               RocAucBinary, TensorImage, fa_collate)
 from fastai.callback.channelslast import ChannelsLast
+import torch.nn.functional as F
 from fastai.distributed import DistributedDL
 from fastcore.basics import patch
 from sklearn.metrics import precision_score, recall_score, f1_score
@@ -33,12 +34,12 @@ from fastcore.meta import delegates
 from typing import Annotated
 
 # %% auto #0
-__all__ = ['AUGMENTATIONS', 'DEFAULT_LR', 'DetectorImage', 'simple_cnn', 'resolve_arch', 'build_model', 'norm_stats',
-           'WeightsUnavailable', 'load_body_weights', 'CropBottom', 'RandomGaussianBlur', 'RandomGrayscale',
-           'RandomJPEG', 'item_tfms', 'batch_tfms', 'draft_size', 'OpenImage', 'detector_dblock', 'usable_rows',
-           'balance_weights', 'default_workers', 'detector_dls', 'detector_metrics', 'precision_for',
-           'detector_learner', 'suggest_lr', 'train_detector', 'training_summary', 'norm_of', 'detector_info',
-           'export_detector', 'cli_train']
+__all__ = ['AUGMENTATIONS', 'ITEM_COLUMNS', 'DEFAULT_LR', 'DetectorImage', 'simple_cnn', 'resolve_arch', 'build_model',
+           'norm_stats', 'WeightsUnavailable', 'load_body_weights', 'CropBottom', 'RandomGaussianBlur',
+           'RandomGrayscale', 'RandomJPEG', 'CropResize', 'item_tfms', 'batch_tfms', 'draft_size', 'OpenImage',
+           'detector_dblock', 'usable_rows', 'balance_weights', 'default_workers', 'collate_channels_last',
+           'detector_dls', 'detector_metrics', 'precision_for', 'detector_learner', 'suggest_lr', 'train_detector',
+           'training_summary', 'norm_of', 'detector_info', 'export_detector', 'cli_train']
 
 # %% ../nbs/20_train.ipynb #d2baffc7
 class DetectorImage(PILImage):
@@ -171,6 +172,22 @@ class RandomJPEG(RandTransform):
         return type(x)(Image.open(b).convert('RGB'))
 
 # %% ../nbs/20_train.ipynb #dbf4ec71
+class CropResize(Resize):
+    "fastai's `Resize(size, method='crop')` on uint8 tensors: the crop box resized with PyTorch's antialiased bilinear filter."
+    def __init__(self, size: int | tuple): super().__init__(size, ResizeMethod.Crop)
+    def encodes(self, x: Image.Image):
+        w, h = x.size
+        m = min(w / self.size[0], h / self.size[1])   # fastai's arithmetic, so the boxes are the same
+        cw, ch = int(m * self.size[0]), int(m * self.size[1])
+        l, t = int(self.pcts[0] * (w - cw)), int(self.pcts[1] * (h - ch))
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', UserWarning)   # PIL's pixels are read-only; they are only read here
+            hwc = torch.from_numpy(np.asarray(x))
+        box = hwc[t:t + ch, l:l + cw].permute(2, 0, 1)[None].contiguous(memory_format=torch.channels_last)
+        out = F.interpolate(box, size=(self.size[1], self.size[0]), mode='bilinear', antialias=True, align_corners=False)
+        return TensorImage(out[0])
+
+# %% ../nbs/20_train.ipynb #b8064816
 AUGMENTATIONS = ('none', 'fastai', 'epstein', 'cnndetection')
 
 def _check_aug(aug):
@@ -182,8 +199,8 @@ def item_tfms(aug: str = 'fastai', size: int = 224) -> list:
     _check_aug(aug)
     if aug == 'epstein':
         return [CropBottom(16), RandomGaussianBlur(p=0.01), RandomGrayscale(p=0.05), RandomCrop(size)]
-    if aug == 'cnndetection': return [RandomGaussianBlur(p=0.5), RandomJPEG(p=0.5), Resize(size, method=ResizeMethod.Crop)]
-    return [Resize(size, method=ResizeMethod.Crop)]
+    if aug == 'cnndetection': return [RandomGaussianBlur(p=0.5), RandomJPEG(p=0.5), CropResize(size)]
+    return [CropResize(size)]
 
 def batch_tfms(aug: str = 'fastai', size: int = 224) -> list:
     "Batch augmentations of recipe `aug` (training only)."
@@ -263,6 +280,22 @@ def default_workers(n_items: int | None = None) -> int:
     from fastai.torch_core import num_cpus
     return max(1, min(16, num_cpus() // int(os.environ.get('LOCAL_WORLD_SIZE', 1))))
 
+ITEM_COLUMNS = ('dataset', 'path', 'file', 'label', 'group', 'domain', 'category', 'generator', 'is_valid')
+
+def collate_channels_last(items) -> tuple:
+    "fastai's `fa_collate`, with images stacked as N×H×W×C and viewed as N×C×H×W: one plain copy, a channels-last batch."
+    def stack(xs):
+        if not (isinstance(xs[0], TensorImage) and xs[0].ndim == 3): return fa_collate(xs)
+        # `ToTensor` makes each C×H×W image a view of PIL's H×W×C pixels: stacking those as they lie is a memcpy,
+        # where stacking the views as C×H×W would transpose every image (most of fa_collate's time)
+        hwc = [x.as_subclass(torch.Tensor).permute(1, 2, 0) for x in xs]
+        out = None
+        if torch.utils.data.get_worker_info() is not None:   # in a worker: stack straight into shared memory, as
+            out = hwc[0].new(hwc[0].untyped_storage()._new_shared(sum(x.numel() for x in hwc)))   # default_collate does
+        return type(xs[0])(torch.stack(hwc, out=out.view(len(hwc), *hwc[0].shape) if out is not None else None)
+                           .permute(0, 3, 1, 2))
+    return tuple(stack(list(xs)) for xs in zip(*items))
+
 def detector_dls(source, size: int = 224, bs: int = 64, valid_pct: float = 0.2, seed: int = 42, aug: str = 'fastai',
                  arch: str = 'resnet34', balance: bool = False, workers: int | None = None, device=None,
                  strict: bool = False, verbose: bool = True):
@@ -283,13 +316,15 @@ def detector_dls(source, size: int = 224, bs: int = 64, valid_pct: float = 0.2, 
         bs = n_train
     if workers is None: workers = default_workers(len(df))
     device = torch.device(device) if device is not None else None
-    kw = dict(bs=bs, num_workers=workers, device=device, pin_memory=device is not None and device.type == 'cuda')
+    kw = dict(bs=bs, num_workers=workers, device=device, pin_memory=device is not None and device.type == 'cuda',
+              create_batch=collate_channels_last)
     dblock = detector_dblock(size, valid_pct, seed, aug, arch)
+    items = df[list(ITEM_COLUMNS)]   # the rows the loader indexes per image: few columns, plain strings, cheap to index
     if balance:   # fastai's weighted DataLoader: the training set is sampled with these weights, valid is untouched
-        dsets = dblock.datasets(df)
+        dsets = dblock.datasets(items)
         wgts = balance_weights(df.iloc[dsets.splits[0]].reset_index(drop=True))
         dls = dsets.weighted_dataloaders(wgts, after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kw)
-    else: dls = dblock.dataloaders(df, **kw)
+    else: dls = dblock.dataloaders(items, **kw)
     dls.manifest, dls.excluded, dls.size, dls.seed = df, excluded, size, seed
     dls.valid_pct, dls.aug, dls.balance = valid_pct, aug, balance
     keys = group_keys(df)
