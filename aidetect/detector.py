@@ -139,7 +139,8 @@ def _collate(items):
     return [i for i, _ in ok], x, [(i, r) for i, x, r in items if x is None]
 
 def _predict_here(det: Detector, files: list, bs: int, num_workers: int | None, progress: bool):
-    if num_workers is None: num_workers = default_workers(len(files))
+    # on a CPU the forward pass already keeps every core busy: decoding workers beside it would only contend
+    if num_workers is None: num_workers = default_workers(len(files)) if det.device.type == 'cuda' else 0
     dl = torch.utils.data.DataLoader(_FileDataset(files, det.prepare_file), batch_size=bs, num_workers=num_workers,
                                      collate_fn=_collate, shuffle=False, pin_memory=det.device.type == 'cuda')
     if progress:
@@ -168,7 +169,7 @@ def cli_predict(model: str,   # model path (base name, .json or .safetensors; .p
                 bs: int = 64,   # batch size
                 allow_pickle: bool = False,   # allow loading a fastai .pkl (runs code from the file)
                 device: str = None,   # cpu or cuda (default: cuda if available)
-                workers: int = None,   # image-decoding processes (default: one per core; none for few files)
+                workers: int = None,   # image-decoding processes (default on a GPU: one per core; none for few files or on a CPU)
                 chunk: int = 4096):   # files predicted per chunk
     "Predict P(AI) for image files or folders; one CSV row per file (unreadable files get their reason)."
     check_range('threshold', threshold, 0, 1); check_range('bs', bs, 1); check_range('chunk', chunk, 1)

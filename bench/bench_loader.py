@@ -15,10 +15,13 @@ Each side reads every file `--rounds` times (the loader: a manifest listing each
 start-up is paid once per run on both sides, as in a real epoch. Runs alternate (reference, loader, ...) `--repeats`
 times and the best of each is kept. Target: loader ÷ reference >= 0.7 at every size.
 
+Besides images/s (wall clock), each side's CPU time per image is printed (this process and its worker processes):
+on a machine shared with other jobs the wall-clock figures move with the load, the CPU times much less.
+
     python bench/bench_loader.py [--n 192] [--sizes 500 1500 3000] [--rounds 4] [--repeats 2] [--aug fastai] [--bs 64]
-    python bench/bench_loader.py --prepared 448    # also time the loader on an `aidetect prepare`d copy
+    python bench/bench_loader.py --prepared 448    # also the loader on an `aidetect prepare`d copy at 448 px
 """
-import argparse, os, sys, tempfile, time
+import argparse, os, resource, sys, tempfile, time
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -68,34 +71,58 @@ def _reference_part(args):
     return len(files)
 
 
-def reference(files: list, size: int, rounds: int) -> float:
-    "Images/s of the plain PIL path, one process per core (start-up included)."
+def cpu_seconds() -> float:
+    "CPU time of this process and of its finished child processes (pool and DataLoader workers are joined)."
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def timed(run) -> tuple:
+    "(images/s, CPU ms per image) of `run()`, which returns how many images it made."
+    c, t = cpu_seconds(), time.perf_counter()
+    n = run()
+    return n / (time.perf_counter() - t), (cpu_seconds() - c) / n * 1000
+
+
+def reference(files: list, size: int, rounds: int) -> tuple:
+    "The plain PIL path, one process per core (start-up included): (images/s, CPU ms/image)."
     n = cores()
     todo = [f for _ in range(rounds) for f in files]
     parts = [(todo[i::n], size) for i in range(n)]
-    t = time.perf_counter()
-    with get_context('fork').Pool(n) as pool: done = sum(pool.map(_reference_part, parts))
-    return done / (time.perf_counter() - t)
+    def run():
+        with get_context('fork').Pool(n) as pool: return sum(pool.map(_reference_part, parts))
+    return timed(run)
 
 
-def loader_dls(files: list, size: int, rounds: int, aug: str, bs: int):
-    "`detector_dls` over a manifest listing each of `files` `rounds` times (half labelled ai), no validation split."
+def write_dataset(root: Path, files: list) -> Path:
+    "A dataset folder (manifest.csv) over `files`, which lie below `root`; half the rows labelled ai."
+    from aidetect.dataset import file_facts, write_manifest
+    write_manifest([dict(path=f.relative_to(root).as_posix(), label=('ai', 'real')[i % 2], group=f'g{i}',
+                         domain='bench', **file_facts(f)) for i, f in enumerate(files)], root)
+    return root
+
+
+def loader_dls(root: Path, size: int, rounds: int, aug: str, bs: int):
+    "`detector_dls` over dataset `root`'s rows, each listed `rounds` times, no validation split."
     import pandas as pd
+    from aidetect.dataset import load_datasets
     from aidetect.train import detector_dls
-    rows = [dict(path=f'{k}/{f.name}', file=str(f), label=('ai', 'real')[i % 2], group=f'{k}-{i}', domain='bench',
-                 dataset='bench') for k in range(rounds) for i, f in enumerate(files)]
-    return detector_dls(pd.DataFrame(rows), size=size, bs=bs, aug=aug, valid_pct=0, verbose=False)
+    df = load_datasets(root)
+    df = pd.concat([df.assign(group=df['group'] + f'-{k}') for k in range(rounds)], ignore_index=True)
+    return detector_dls(df, size=size, bs=bs, aug=aug, valid_pct=0, verbose=False)
 
 
-def loader(dls, batch_tfms: bool) -> float:
-    "Images/s of one epoch of `dls.train` (worker start-up included); without `batch_tfms`, up to the uint8 batch."
+def loader(dls, batch_tfms: bool) -> tuple:
+    "One epoch of `dls.train` (worker start-up included): (images/s, CPU ms/image); without `batch_tfms`, up to the uint8 batch."
     import torch
     from fastai.vision.all import Pipeline
     dl = dls.train if batch_tfms else dls.train.new(after_batch=Pipeline([]))
-    t, n = time.perf_counter(), 0
-    for xb, _ in dl: n += len(xb)
-    if dls.device.type == 'cuda': torch.cuda.synchronize()
-    return n / (time.perf_counter() - t)
+    def run():
+        n = 0
+        for xb, _ in dl: n += len(xb)
+        if dls.device.type == 'cuda': torch.cuda.synchronize()
+        return n
+    return timed(run)
 
 
 def batch_tfms_cost(dls) -> float:
@@ -122,28 +149,31 @@ def main():
     gpu = torch.cuda.is_available()
     print(f'{a.n} JPEG photos (q90) per size, each read {a.rounds}×, {a.size} px, batch {a.bs}, aug {a.aug!r}, '
           f'{cores()} cores, {"GPU: " + torch.cuda.get_device_name() if gpu else "no GPU"}')
-    if not gpu: print('  (no GPU: the loader is timed up to the uint8 batch; the batch transforms, which run on the GPU '
+    if not gpu: print('(no GPU: the loader is timed up to the uint8 batch; the batch transforms, which run on the GPU '
                       'where there is one, are timed on their own)')
+    ratios = []
     with tempfile.TemporaryDirectory() as d:
-        rows = []
         for px in a.sizes:
             w, h = SIZES.get(px, (px, px * 2 // 3))
-            files = make_photos(Path(d) / f'{w}', w, h, a.n)
-            dls = loader_dls(files, a.size, a.rounds, a.aug, a.bs)
+            root = Path(d) / f'{w}'
+            files = make_photos(root / 'img', w, h, a.n)
+            dls = loader_dls(write_dataset(root, files), a.size, a.rounds, a.aug, a.bs)
             refs, mine = [], []
-            for _ in range(a.repeats):
+            for _ in range(a.repeats):   # alternating, best of each: the fairest reading on a shared machine
                 refs.append(reference(files, a.size, a.rounds)); mine.append(loader(dls, batch_tfms=gpu))
-            ref, got = max(refs), max(mine)
-            line = f'  {w}×{h}: aidetect loader {got:7.1f} img/s, reference {ref:7.1f} img/s, loader ÷ reference = {got / ref:.2f}'
-            if not gpu: line += f'   (+ batch transforms on this CPU: {batch_tfms_cost(dls):.0f} img/s alone)'
+            (ref, ref_cpu), (got, got_cpu) = max(refs), max(mine)
+            print(f'{w}×{h}: aidetect loader {got:6.1f} img/s ({got_cpu:.2f} CPU ms/img), reference {ref:6.1f} img/s '
+                  f'({ref_cpu:.2f} CPU ms/img): loader ÷ reference = {got / ref:.2f} (by CPU time {ref_cpu / got_cpu:.2f})')
+            if not gpu: print(f'    batch transforms ({a.aug}) on this CPU instead of a GPU: {batch_tfms_cost(dls):.0f} img/s alone')
             if a.prepared:
-                from aidetect.prepare import prepare_images
-                small = prepare_images([str(f) for f in files], Path(d) / f'{w}-prepared', a.prepared)
-                pd_ = loader_dls(small, a.size, a.rounds, a.aug, a.bs)
-                line += f'\n      on a copy prepared at {a.prepared} px: {max(loader(pd_, gpu) for _ in range(a.repeats)):7.1f} img/s'
-            print(line, flush=True)
-            rows.append(got / ref)
-        print(f'loader ÷ reference: min {min(rows):.2f} over {len(rows)} sizes (target >= 0.7)')
+                from aidetect.prepare import prepare_dataset
+                small = prepare_dataset(root, Path(d) / f'{w}-prepared', a.prepared, progress=False)
+                pdls = loader_dls(Path(d) / f'{w}-prepared', a.size, a.rounds, a.aug, a.bs)
+                p, p_cpu = max(loader(pdls, gpu) for _ in range(a.repeats))
+                print(f'    on a copy prepared at {a.prepared} px ({small["width"].iloc[0]}×{small["height"].iloc[0]}): '
+                      f'{p:6.1f} img/s ({p_cpu:.2f} CPU ms/img), {p / got:.1f}× the loader on the originals')
+            ratios.append(got / ref)
+    print(f'loader ÷ reference: min {min(ratios):.2f} over {len(ratios)} sizes (target >= 0.7)')
 
 
 if __name__ == '__main__':
