@@ -160,6 +160,54 @@ def test_two_processes_under_accelerate_make_one_whole_manifest(many_photos, tmp
     pd.testing.assert_frame_equal(m1.drop(columns='sha256'), m2.drop(columns='sha256'))   # same seeds, same files
 
 
+def _children(pid: int) -> list:
+    "Pids of the processes whose parent is `pid` (from /proc)."
+    out = []
+    for d in Path('/proc').iterdir():
+        if d.name.isdigit():
+            try: stat = (d / 'stat').read_text()
+            except OSError: continue
+            if int(stat.rsplit(')', 1)[1].split()[1]) == pid: out.append(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    "Is process `pid` running (zombies count as gone)?"
+    try: return (Path('/proc') / str(pid) / 'stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError: return False
+
+
+def test_a_second_writer_is_refused_at_once(many_photos, tmp_path):
+    out = tmp_path / 'ds'
+    first = subprocess.Popen(_gen_cmd(many_photos, out, '-q', '--steps', '8'), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / 'manifest.csv').exists(): time.sleep(0.05)
+        r = subprocess.run(_gen_cmd(many_photos, out, '-q'), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and f'being written by pid {first.pid}' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+        assert 'random weights' not in r.stderr    # refused before loading a model
+    finally: first.kill(); first.wait()
+    r = subprocess.run(_gen_cmd(many_photos, out, '-q'), capture_output=True, text=True)   # a killed writer's lock is taken over
+    assert r.returncode == 0 and len(read_manifest(out)) == 48, r.stderr
+
+
+def test_workers_stop_when_their_launcher_is_killed(many_photos, tmp_path):
+    out = tmp_path / 'ds'
+    cmd = [str(BIN / 'accelerate'), 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
+           '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'data_gen', *_gen_cmd(many_photos, out, '-q', '--steps', '8')[1:]]
+    launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, part = time.time() + 300, out / '.parts' / 'manifest.rank1.csv'
+    while time.time() < deadline and not part.exists(): time.sleep(0.1)   # both workers are writing
+    workers = _children(launcher.pid)   # torchrun's agent runs in the launcher; the workers are its children
+    assert len(workers) >= 2, workers
+    launcher.send_signal(signal.SIGKILL); launcher.wait()
+    t = time.time()
+    while time.time() - t < 15 and any(_alive(w) for w in workers): time.sleep(0.2)
+    assert not any(_alive(w) for w in workers) and time.time() - t < 10
+    r = subprocess.run(_gen_cmd(many_photos, out, '-q'), capture_output=True, text=True)   # and the rerun finishes the job
+    assert r.returncode == 0 and len(read_manifest(out)) == 48, r.stderr
+
+
 def test_safety_checker_blackouts_never_enter_the_dataset(photo_folder, tmp_path):
     from aidetect.gen.backends import SDBackend
     b = SDBackend('tiny', steps=2)
@@ -204,58 +252,6 @@ def test_retry_after_a_blackout_keeps_the_next_seed(photo_folder, tmp_path):
 
 # --- other sources of images -------------------------------------------------------------------------------------
 
-def _zip(path, names):
-    with zipfile.ZipFile(path, 'w') as z:
-        for i, n in enumerate(names):
-            b = io.BytesIO(); noise_image(16, 12, seed=i).save(b, 'PNG' if n.endswith('.png') else 'JPEG'); z.writestr(n, b.getvalue())
-        z.writestr('README.txt', 'about this dataset')
-    return path
-
-
-FIXTURES = {   # small zips shaped like each registered dataset's Kaggle download
-    'indoor': ['indoorCVPR_09/Images/airport_inside/airport_inside_0001.jpg', 'indoorCVPR_09/Images/bar/bar_0001.jpg',
-               'indoorCVPR_09/Images/bar/bar_0002.jpg', 'indoorCVPR_09annotations/Annotations/bar/x.jpg'],
-    'weather': ['dataset/dew/2208.jpg', 'dataset/fogsmog/4075.jpg', 'dataset/rainbow/0592.jpg'],
-    'comic': ['data/batman/batman_001.jpg', 'data/superman/superman_001.jpg', '__MACOSX/data/._x.jpg'],
-    'genimage-tiny': ['tiny_genimage/biggan/train/ai/1.png', 'tiny_genimage/biggan/train/nature/1.jpg',
-                      'tiny_genimage/midjourney/val/ai/2.png', 'tiny_genimage/midjourney/val/nature/3.jpg'],
-    'cifake': ['train/REAL/0001.jpg', 'train/FAKE/0001.jpg', 'test/REAL/0002.jpg', 'test/FAKE/1000 (2).jpg'],
-}
-EXPECTED = {
-    'indoor': ['airport_inside/airport_inside_0001.jpg', 'bar/bar_0001.jpg', 'bar/bar_0002.jpg'],
-    'weather': ['dew/2208.jpg', 'fogsmog/4075.jpg', 'rainbow/0592.jpg'],
-    'comic': ['batman/batman_001.jpg', 'superman/superman_001.jpg'],
-}
-
-
-@pytest.mark.parametrize('name', ['indoor', 'weather', 'comic'])
-def test_fetch_archive_lays_out_real_datasets(name, tmp_path):
-    from aidetect.gen.fetch import fetch
-    d = fetch(name, tmp_path / 'photos', archive=_zip(tmp_path / f'{name}.zip', FIXTURES[name]))
-    assert sorted(p.relative_to(d).as_posix() for p in d.rglob('*') if p.is_file()) == EXPECTED[name]
-
-
-@pytest.mark.parametrize('name', ['genimage-tiny', 'cifake'])
-def test_fetch_archive_makes_labelled_datasets(name, tmp_path):
-    from aidetect.gen.fetch import fetch
-    d = fetch(name, tmp_path / 'data', archive=_zip(tmp_path / f'{name}.zip', FIXTURES[name]))
-    m = read_manifest(d)
-    assert len(m) == 4 and (m.label == 'ai').sum() == 2
-    gens = set(m.loc[m.label == 'ai', 'generator'])
-    assert gens == ({'biggan', 'midjourney'} if name == 'genimage-tiny' else {'stable-diffusion-v1-4'})
-    assert (m.loc[m.label == 'real', 'generator'] == '').all()
-
-
-def test_fetch_cli(tmp_path):
-    z = _zip(tmp_path / 'weather.zip', FIXTURES['weather'])
-    run_cli('aidetect-gen', 'fetch', 'weather', '--to', tmp_path / 'photos', '--archive', z, check=0)
-    assert (tmp_path / 'photos' / 'weather' / 'dew' / '2208.jpg').exists()
-    p = run_cli('aidetect-gen', 'fetch', 'weather', '--to', tmp_path / 'p2', env={'HOME': str(tmp_path), 'KAGGLE_CONFIG_DIR': str(tmp_path)})
-    assert p.returncode == 2 and 'Kaggle credentials' in p.stderr and '--archive' in p.stderr and 'Traceback' not in p.stderr
-    p = run_cli('aidetect-gen', 'fetch', 'nope', '--to', tmp_path)
-    assert p.returncode == 2 and 'indoor' in p.stderr
-
-
 def test_import_pairs_by_stem_and_reports_orphans(tmp_path):
     from aidetect.gen.importer import import_variants
     real, var = tmp_path / 'real', tmp_path / 'dalle'
@@ -268,8 +264,9 @@ def test_import_pairs_by_stem_and_reports_orphans(tmp_path):
     assert (s.paired, s.orphans) == (3, 1)
     assert sorted(m.loc[m.label == 'ai', 'group']) == ['cat/a.jpg', 'cat/a.jpg', 'cat/b.jpg']
     assert rej.reason.tolist() == ['no-source'] and 'zzz' in rej.path[0]
-    ai = m[m.label == 'ai']
-    assert (ai.format == 'JPEG').all() and (ai.width == 40).all()   # saved like the source by default
+    # matched by default: the 40x30 photo and its 256 px square variations meet at the photo's centre square
+    assert (m.format == 'JPEG').all() and (m.width == 30).all() and (m.height == 30).all()
+    assert set(m.loc[m.label == 'real', 'resample']) == {'crop'} and set(m.loc[m.label == 'ai', 'resample']) == {'down-lanczos'}
 
 
 class _FakeOpenAI(BaseHTTPRequestHandler):

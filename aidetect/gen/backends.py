@@ -15,36 +15,52 @@ from ..core import AidetectError, check_range
 from .pipeline import DEFAULT_MODEL, DEFAULT_REVISION, PRESETS, load_pipeline
 
 # %% auto #0
-__all__ = ['Variation', 'is_blackout', 'generation_size', 'SDBackend', 'RateLimiter', 'OpenAIBackend']
+__all__ = ['CONDITIONINGS', 'Variation', 'is_blackout', 'generation_size', 'card_conditioning', 'SDBackend', 'RateLimiter',
+           'OpenAIBackend']
 
 # %% ../../nbs/11_gen_backends.ipynb #bb7ffc9e
 @dataclass
 class Variation:
-    "One generated image and whether the backend's safety filter flagged it."
+    "One generated image, or a refusal: whether the backend's safety system flagged it, with its `reason` code and words."
     image: object
     flagged: bool = False
+    reason: str = 'safety-blackout'   # rejected.csv reason when given up: the SD checker blacks images out
+    detail: str = ''                  # what the safety system said, if it said anything
 
 def is_blackout(im, tol: int = 0) -> bool:
     "True when `im` is (all but) black: what the SD safety checker puts in place of a flagged image."
     return int(np.asarray(im.convert('L')).max()) <= tol
 
 def generation_size(width: int, height: int, size: int, multiple: int) -> tuple[int, int]:
-    "(w, h) to generate at: the source's aspect ratio with its long side `size`, both multiples of `multiple`."
+    "(w, h) to generate at: the source's aspect ratio, long side at most `size`, both multiples of `multiple` (rounded down)."
     if width >= height: w, h = size, size * height / width
     else: w, h = size * width / height, size
-    snap = lambda v: max(multiple, int(round(v / multiple)) * multiple)
+    snap = lambda v: max(multiple, int(v // multiple) * multiple)
     return snap(w), snap(h)
 
 # %% ../../nbs/11_gen_backends.ipynb #c9132bfd
+def card_conditioning(image, size: int, mean, std):
+    "The model card's encoder input: the whole `image` as [0, 1] floats, squashed to `size`×`size` (bicubic, no antialiasing), normalised."
+    import torch
+    x = torch.from_numpy(np.asarray(image.convert('RGB'), dtype=np.float32) / 255.).permute(2, 0, 1)   # ToTensor
+    x = torch.nn.functional.interpolate(x[None], size=(size, size), mode='bicubic', align_corners=False, antialias=False)[0]
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+# %% ../../nbs/11_gen_backends.ipynb #0bed253a
 def _is_dir(model) -> bool: return Path(str(model)).expanduser().is_dir()
+
+CONDITIONINGS = ('card', 'processor')
 
 class SDBackend:
     "Stable Diffusion image variations through diffusers' `StableDiffusionImageVariationPipeline`."
     backend, seeded = 'sd', True
 
     def __init__(self, model=DEFAULT_MODEL, revision=DEFAULT_REVISION, steps=25, guidance=3.0, scheduler='dpm++',
-                 device=None, dtype=None, pipe=None, generator=None, safety_checker=True):
+                 device=None, dtype=None, pipe=None, generator=None, safety_checker=True, conditioning='card'):
+        if conditioning not in CONDITIONINGS:
+            raise AidetectError(f"unknown conditioning {conditioning!r}; use one of {', '.join(CONDITIONINGS)}")
         self.model, self.steps, self.guidance = model, check_range('steps', steps, 1), guidance
+        self.conditioning = conditioning
         self.revision = revision if model not in PRESETS and not _is_dir(model) else ''
         self.pipe = pipe if pipe is not None else load_pipeline(model, revision, device, dtype, scheduler, safety_checker)
         self.scheduler = type(self.pipe.scheduler).__name__
@@ -58,21 +74,29 @@ class SDBackend:
 
     @property
     def size_multiple(self) -> int:
-        "Generation sizes are rounded to this (latents must pass the UNet's downsamplings evenly)."
-        return int(self.pipe.vae_scale_factor * 2 ** (len(self.pipe.unet.config.block_out_channels) - 1))
+        "Generation sizes are multiples of this: 8 px, which the pipeline checks (diffusers' UNet takes latents of any size)."
+        return max(8, int(self.pipe.vae_scale_factor))
 
     def dims_for(self, width: int, height: int, size: int) -> tuple[int, int]:
-        "Generation size for a `width`x`height` source: its aspect ratio, long side `size`."
+        "Generation size for a `width`x`height` source: its aspect ratio, long side at most `size`."
         return generation_size(width, height, size, self.size_multiple)
+
+    @property
+    def encoder_size(self) -> int:
+        "The image encoder's input size (224 px for the real model's CLIP ViT-L/14)."
+        return int(self.pipe.image_encoder.config.image_size)
 
     def describe(self) -> dict:
         "How this backend makes images, in manifest columns."
-        return dict(generator=self.generator, model=self.model, revision=self.revision, steps=self.steps,
-                    guidance=self.guidance, scheduler=self.scheduler)
+        cond = f'card-bicubic-{self.encoder_size}' if self.conditioning == 'card' else f'processor-crop-{self.encoder_size}'
+        return dict(generator=self.generator, model=self.model, revision=self.revision, conditioning=cond,
+                    steps=self.steps, guidance=self.guidance, scheduler=self.scheduler)
 
     def prepare(self, image):
-        "CLIP pixel values for `image`."
-        return self.pipe.feature_extractor(images=image, return_tensors='pt').pixel_values[0]
+        "The image encoder's input for `image`, as the model card feeds it (or through the pipeline's processor)."
+        fe = self.pipe.feature_extractor
+        if self.conditioning == 'processor': return fe(images=image, return_tensors='pt').pixel_values[0]
+        return card_conditioning(image, self.encoder_size, fe.image_mean, fe.image_std)
 
     def generate(self, conds: list, seeds: list[int], width: int, height: int) -> list[Variation]:
         "One variation per prepared image in `conds`, each from its own seed, at `width`x`height`."
@@ -117,9 +141,9 @@ class OpenAIBackend:
     default_size = 512
 
     def dims_for(self, width: int, height: int, size: int) -> tuple[int, int]:
-        "DALL·E 2 makes squares of 256, 512 or 1024 px."
-        if size not in self.SIZES: raise AidetectError(f'--size must be one of {self.SIZES} for DALL·E 2, got {size}')
-        return size, size
+        "DALL·E 2 makes squares of 256, 512 or 1024 px: the smallest of them at least `size`."
+        side = min((s for s in self.SIZES if s >= size), default=max(self.SIZES))
+        return side, side
 
     def describe(self) -> dict:
         return dict(generator=self.generator, model=self.model, revision='', steps='', guidance='', scheduler='')

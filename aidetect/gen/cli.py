@@ -27,6 +27,7 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                    device: str = None,   # cpu, cuda or cuda:N (default: cuda if available; under accelerate, its device)
                    dtype: Annotated[str, dict(choices=['fp16', 'bf16', 'fp32'])] = None,   # default: fp16 on CUDA, fp32 on CPU
                    safety_checker: bool = True,   # run the pipeline's safety checker (--no-safety-checker: load it without)
+                   conditioning: Annotated[str, dict(choices=['card', 'processor'])] = 'card',   # card: the whole image, 224 px bicubic without antialiasing, as the model card says; processor: the pipeline's CLIPImageProcessor (centre crop)
                    openai_model: str = 'dall-e-2',   # image model of the OpenAI backend
                    base_url: str = None,   # OpenAI API base URL (default: OPENAI_BASE_URL or the official one)
                    requests_per_minute: float = None,   # rate limit for API requests
@@ -38,7 +39,7 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                    limit: int = None,   # use only the first N sources (sorted)
                    per_category: int = None,   # use only the first N sources of each category
                    format: Annotated[str, dict(choices=['source', 'jpeg', 'png', 'webp'])] = 'source',   # 'source': each variation in its source's format and JPEG quality
-                   match_size: bool = True,   # resize each variation to its source's size (--no-match-size: keep the generated size)
+                   size_policy: Annotated[str, dict(choices=['matched', 'source', 'native'])] = 'matched',   # matched: real and AI images of a group the same size, no AI image upsampled; source: AI resized to its source's size; native: each its own size
                    domain: str = None,   # domain column (default: SRC's folder name)
                    generator: str = None,   # generator column and ai/ sub-folder (default: sd-image-variations, or tiny)
                    max_retries: int = 3,   # new seeds to try after a safety-checker blackout
@@ -48,19 +49,20 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
     from aidetect.gen.distributor import Distributor
     from aidetect.gen.run import VariationJob, run_variations
     from aidetect.gen.plan import scan_sources
-    from aidetect.dataset import read_manifest, read_rejected
+    from aidetect.dataset import DatasetLock, read_manifest, read_rejected
     job = VariationJob(src=src, out=Out, n_per_image=n_per_image, size=size, batch_size=batch_size, seed=seed,
-                       limit=limit, per_category=per_category, format=format, match_size=match_size, domain=domain,
+                       limit=limit, per_category=per_category, format=format, size_policy=size_policy, domain=domain,
                        max_retries=max_retries)
     scan_sources(src)   # a missing SRC is reported before a model is loaded
+    if int(os.environ.get('RANK', '0')) == 0: DatasetLock(Out).acquire().release()   # so is a dataset being written
     dist = Distributor()
     if backend == 'openai':
         b = OpenAIBackend(openai_model, base_url=base_url, max_retries=api_retries, per_minute=requests_per_minute,
                           generator=generator)
-        b.dims_for(1, 1, size or b.default_size)   # check --size now
+        if size and size not in b.SIZES: raise AidetectError(f'--size must be one of {b.SIZES} for DALL·E 2, got {size}')
     else:
         b = SDBackend(model, revision, steps=steps, guidance=guidance, scheduler=scheduler, device=device or dist.device,
-                      dtype=dtype, generator=generator, safety_checker=safety_checker)
+                      dtype=dtype, generator=generator, safety_checker=safety_checker, conditioning=conditioning)
     if dist.is_main:
         how = f", {steps} steps, guidance {guidance}, {b.scheduler}" if backend == 'sd' else ''
         print(f"aidetect-gen: {b.generator} ({b.model}{' @ ' + b.revision if b.revision else ''}) on {b.device}{how}",
