@@ -422,6 +422,7 @@ d = { 'settings': { 'branch': 'main',
                                 'aidetect.train.resolve_arch': ('train.html#resolve_arch', 'aidetect/train.py'),
                                 'aidetect.train.simple_cnn': ('train.html#simple_cnn', 'aidetect/train.py'),
                                 'aidetect.train.suggest_lr': ('train.html#suggest_lr', 'aidetect/train.py'),
+                                'aidetect.train.this_process': ('train.html#this_process', 'aidetect/train.py'),
                                 'aidetect.train.train_detector': ('train.html#train_detector', 'aidetect/train.py'),
                                 'aidetect.train.training_summary': ('train.html#training_summary', 'aidetect/train.py'),
                                 'aidetect.train.usable_rows': ('train.html#usable_rows', 'aidetect/train.py')}}}

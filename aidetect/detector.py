@@ -16,8 +16,7 @@ import numpy as np, torch
 from fastai.vision.all import Pipeline, PILImage, ToTensor, Resize, Learner, load_learner
 from .images import BadImage, open_image
 from .dataset import LABELS, POSITIVE
-from .gen.distributor import Distributor
-from .train import build_model, item_tfms, norm_of, draft_size, default_workers, precision_for
+from .train import build_model, item_tfms, norm_of, draft_size, default_workers, precision_for, this_process
 
 # %% auto #0
 __all__ = ['detector_pipeline', 'default_device', 'Detector', 'detector_from_learner', 'model_files', 'load_detector',
@@ -30,7 +29,7 @@ def detector_pipeline(aug: str, size: int) -> Pipeline:
 
 def default_device(device=None) -> torch.device:
     "`device`, or this process's GPU under `accelerate launch`, or 'cuda' when there is one, else 'cpu'."
-    d = torch.device(device or Distributor().device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    d = torch.device(device or this_process().device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     return torch.device('cpu') if d.type == 'cpu' else d
 
 class Detector:
@@ -153,7 +152,7 @@ def _predict_here(det: Detector, files: list, bs: int, num_workers: int | None, 
 
 def predict_files(det: Detector, files, bs: int = 64, num_workers: int | None = None, progress: bool = False):
     "Yield (index, P(AI) or None, reason) for each of `files`, in batches of `bs`, in order of completion."
-    files, dist = list(map(str, files)), Distributor()
+    files, dist = list(map(str, files)), this_process()
     if dist.world == 1: yield from _predict_here(det, files, bs, num_workers, progress); return
     from accelerate.utils import gather_object
     mine = dist.shard(list(range(len(files))))
@@ -179,7 +178,7 @@ def cli_predict(model: str,   # model path (base name, .json or .safetensors; .p
     for p in paths:
         if not Path(p).exists(): raise AidetectError(f'{p} does not exist')
     det = load_detector(model, allow_pickle=allow_pickle, device=device)
-    main = Distributor().is_main   # under `accelerate launch` all processes predict, the first one writes
+    main = this_process().is_main   # under `accelerate launch` all processes predict, the first one writes
     f = (open(Out, 'w', newline='', encoding='utf-8') if Out else sys.stdout) if main else open(os.devnull, 'w')
     w = csv.writer(f, lineterminator='\n'); w.writerow(['path', 'prob_ai', 'label', 'reason'])
     n = bad = 0

@@ -8,7 +8,7 @@ Docs: https://aidetect.github.io/aidetect/train.html.md"""
 # %% ../nbs/20_train.ipynb #c9c1ed7f
 from __future__ import annotations
 from .core import AidetectError, check_range, progress_bars   # first: it hides known third-party warnings before fastai is imported
-import contextlib, json, os, subprocess, sys, time, warnings
+import contextlib, functools, json, os, subprocess, sys, time, warnings
 from pathlib import Path
 from urllib.error import URLError
 
@@ -37,9 +37,10 @@ from typing import Annotated
 __all__ = ['AUGMENTATIONS', 'ITEM_COLUMNS', 'DEFAULT_LR', 'DetectorImage', 'simple_cnn', 'resolve_arch', 'build_model',
            'norm_stats', 'WeightsUnavailable', 'load_body_weights', 'CropBottom', 'RandomGaussianBlur',
            'RandomGrayscale', 'RandomJPEG', 'CropResize', 'item_tfms', 'batch_tfms', 'draft_size', 'OpenImage',
-           'detector_dblock', 'usable_rows', 'balance_weights', 'default_workers', 'collate_channels_last',
-           'detector_dls', 'detector_metrics', 'precision_for', 'detector_learner', 'suggest_lr', 'epoch_lines',
-           'train_detector', 'training_summary', 'norm_of', 'detector_info', 'export_detector', 'cli_train']
+           'detector_dblock', 'this_process', 'usable_rows', 'balance_weights', 'default_workers',
+           'collate_channels_last', 'detector_dls', 'detector_metrics', 'precision_for', 'detector_learner',
+           'suggest_lr', 'epoch_lines', 'train_detector', 'training_summary', 'norm_of', 'detector_info',
+           'export_detector', 'cli_train']
 
 # %% ../nbs/20_train.ipynb #d2baffc7
 class DetectorImage(PILImage):
@@ -242,10 +243,15 @@ def detector_dblock(size: int = 224, valid_pct: float = 0.2, seed: int = 42, aug
                      batch_tfms=[*batch_tfms(aug, size), Normalize.from_stats(*norm_stats(arch))])
 
 # %% ../nbs/20_train.ipynb #3abfe55f
+@functools.lru_cache(maxsize=None)
+def this_process() -> Distributor:
+    "This process's place among those `accelerate launch` started (rank 0 of 1 otherwise); one per process."
+    return Distributor()   # made once: under a launcher it joins the process group and watches the launcher
+
 def usable_rows(df: pd.DataFrame, strict: bool = False, workers: int | None = None,
                 verbose: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     "(usable rows, excluded dataset/path/reason rows) of manifest rows `df`, every file checked; `strict`: fail instead."
-    dist = Distributor()
+    dist = this_process()
     _, bad = preflight(df.iloc[dist.rank::dist.world], workers, progress=verbose and dist.is_main)
     found = list(zip(bad.index, bad['reason']))
     if dist.world > 1:
@@ -431,11 +437,10 @@ def _world_of_one():
 def _lr_of_first_process(learn: Learner, dist: Distributor, num_it: int, show_plot: bool) -> float:
     "`suggest_lr` on the first process only (the others would suggest other rates and drift apart), sent to all."
     if dist.world == 1: return suggest_lr(learn, num_it, show_plot)
-    from accelerate.utils import broadcast_object_list
-    lr = [None]
+    lr = None
     if dist.is_main:
-        with _world_of_one(): lr = [suggest_lr(learn, num_it, show_plot)]
-    return broadcast_object_list(lr, from_process=0)[0]
+        with _world_of_one(): lr = suggest_lr(learn, num_it, show_plot)
+    return dist.share(lr)
 
 def _distributed(learn: Learner, dist: Distributor):
     "fastai's `distrib_ctx` when there are several processes (SyncBatchNorm on GPUs only: it has no CPU kernel)."
@@ -472,7 +477,7 @@ def train_detector(source,                     # dataset folder(s), or a manifes
     check_range('bs', bs, 1); check_range('valid_pct', valid_pct, 0, 1, hi_open=True)
     if lr is not None and lr <= 0: raise AidetectError(f'lr must be positive, got {lr}')
     if not pretrained and weights: raise AidetectError('--weights and --no-pretrained contradict each other; pick one')
-    dist = Distributor()   # this process's rank among those `accelerate launch` started (one process otherwise)
+    dist = this_process()
     if bs < dist.world: raise AidetectError(f'--bs {bs} is smaller than the {dist.world} processes; give each at least one image')
     device = torch.device(device or dist.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if device.type == 'cpu': device = torch.device('cpu')   # not accelerate's 'cpu:0', which torch.load can't map to
@@ -578,7 +583,7 @@ def cli_train(*datasets: str,   # dataset folder(s) with a manifest.csv
     if not datasets: raise AidetectError('give at least one dataset folder')
     for d in datasets: read_manifest(d)   # a wrong path fails now, not after loading the data
     learn = train_detector(list(datasets), **kwargs)
-    if not Distributor().is_main: return   # under `accelerate launch` the first process writes the files
+    if not this_process().is_main: return   # under `accelerate launch` the first process writes the files
     files = export_detector(learn, Out)
     print(f"{learn.arch_name}: {training_summary(learn)}")
     print('wrote ' + ', '.join(str(p) for p in files.values()))
