@@ -296,10 +296,10 @@ def collate_channels_last(items) -> tuple:
         # where stacking the views as C×H×W would transpose every image (most of fa_collate's time)
         hwc = [x.as_subclass(torch.Tensor).permute(1, 2, 0) for x in xs]
         out = None
-        if torch.utils.data.get_worker_info() is not None:   # in a worker: stack straight into shared memory, as
-            out = hwc[0].new(hwc[0].untyped_storage()._new_shared(sum(x.numel() for x in hwc)))   # default_collate does
-        return type(xs[0])(torch.stack(hwc, out=out.view(len(hwc), *hwc[0].shape) if out is not None else None)
-                           .permute(0, 3, 1, 2))
+        if torch.utils.data.get_worker_info() is not None:   # in a worker: straight into shared memory, as
+            storage = hwc[0]._typed_storage()._new_shared(sum(x.numel() for x in hwc))   # default_collate does
+            out = hwc[0].new(storage).resize_(len(hwc), *hwc[0].shape)
+        return type(xs[0])(torch.stack(hwc, out=out).permute(0, 3, 1, 2))
     return tuple(stack(list(xs)) for xs in zip(*items))
 
 def detector_dls(source, size: int = 224, bs: int = 64, valid_pct: float = 0.2, seed: int = 42, aug: str = 'fastai',
