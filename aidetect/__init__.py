@@ -13,6 +13,7 @@ Modules:
 - `aidetect.gen.fetch`: A registry of public datasets (Indoor Scene Recognition, Weather Image Recognition, Comic Books; and GenImage-tiny, CIFAKE and Synthbuster, which hold AI images already), fetched with the Kaggle API or from a downloaded archive and laid out for `aidetect-gen variations` or as aidetect datasets.
 - `aidetect.gen.importer`: DALL·E 2 images downloaded by hand, or any other generator's output: pair each with its source photo by file name and make an aidetect dataset.
 - `aidetect.images`: Open anything a photo folder can hold as RGB, or say exactly why not; save a variation the way its source was saved.
+- `aidetect.prepare`: A dataset whose images are shrunk once (shorter side S, antialiased, saved like their source), with a manifest that points back to the original rows: for many experiments on big photos.
 - `aidetect.train`: One line from a dataset folder to a trained fastai `Learner`: DataBlock over manifest rows, split by group, `vision_learner`, `lr_find`, `fine_tune`, and a safe export."""
 
 __version__ = "0.1.0"

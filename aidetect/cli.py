@@ -17,6 +17,7 @@ COMMANDS = [
     Command('train', 'aidetect.train:cli_train', 'train a detector on one or more datasets'),
     Command('eval', 'aidetect.evaluate:cli_eval', 'evaluate a detector on test datasets'),
     Command('predict', 'aidetect.detector:cli_predict', 'P(AI) for image files or folders, as CSV'),
+    Command('prepare', 'aidetect.prepare:cli_prepare', 'a copy of a dataset with its images shrunk once, for repeated experiments'),
     Command('explain', 'aidetect.explain:cli_explain', 'Grad-CAM overlays: where the detector looked'),
     Command('app', 'aidetect.app:cli_app', 'a web app: upload an image, get P(AI) and a Grad-CAM overlay'),
     Command('demo', 'aidetect.demo:cli_demo', 'the whole job offline on built-in photos (a few minutes on a CPU)'),

@@ -16,24 +16,31 @@ import numpy as np, torch
 from fastai.vision.all import Pipeline, PILImage, ToTensor, Resize, Learner, load_learner
 from .images import BadImage, open_image
 from .dataset import LABELS, POSITIVE
-from .train import build_model, item_tfms, norm_of
+from .train import build_model, item_tfms, norm_of, draft_size, default_workers, precision_for, this_process
 
 # %% auto #0
-__all__ = ['detector_pipeline', 'Detector', 'detector_from_learner', 'model_files', 'load_detector', 'predict_files',
-           'cli_predict']
+__all__ = ['detector_pipeline', 'default_device', 'Detector', 'detector_from_learner', 'model_files', 'load_detector',
+           'predict_files', 'cli_predict']
 
 # %% ../nbs/21_detector.ipynb #2fff3c7b
 def detector_pipeline(aug: str, size: int) -> Pipeline:
     "Validation-time item pipeline of training recipe `aug` at `size`: PIL image → uint8 tensor."
     return Pipeline([*item_tfms(aug, size), ToTensor()], split_idx=1)
 
+def default_device(device=None) -> torch.device:
+    "`device`, or this process's GPU under `accelerate launch`, or 'cuda' when there is one, else 'cpu'."
+    d = torch.device(device or this_process().device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    return torch.device('cpu') if d.type == 'cpu' else d
+
 class Detector:
     "A trained real/AI classifier: `model`, its input pipeline and class order; `predict_*` give P(AI)."
     def __init__(self, model: torch.nn.Module, item_pipeline, mean, std, vocab=LABELS, info: dict | None = None,
-                 device=None):
-        self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+                 device=None, draft: tuple | None = None, mixed_precision: str | None = None):
+        self.device = default_device(device)
+        self.precision = precision_for(mixed_precision, self.device)
         self.model = model.eval().to(self.device)
-        self.item_pipeline, self.vocab, self.info = item_pipeline, list(vocab), info or {}
+        if self.device.type == 'cuda': self.model = self.model.to(memory_format=torch.channels_last)
+        self.item_pipeline, self.vocab, self.info, self.draft = item_pipeline, list(vocab), info or {}, draft
         if POSITIVE not in self.vocab: raise AidetectError(f"the model's classes {self.vocab} do not include {POSITIVE!r}")
         self.pos = self.vocab.index(POSITIVE)   # never assume the order: read it from the model
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
@@ -47,14 +54,18 @@ class Detector:
         return self.item_pipeline(PILImage(im)).as_subclass(torch.Tensor)
 
     def prepare_file(self, path) -> torch.Tensor:
-        "`prepare` for an image file (raises `BadImage`)."
-        return self.prepare(open_image(path))
+        "`prepare` for an image file, decoded at the scale training's validation decodes it (raises `BadImage`)."
+        return self.prepare(open_image(path, draft=self.draft))
 
     @torch.no_grad()
     def predict_batch(self, x: torch.Tensor) -> np.ndarray:
         "P(AI) for a uint8 NCHW batch."
-        x = (x.to(self.device).float() / 255. - self.mean) / self.std
-        return torch.softmax(self.model(x).float(), dim=1)[:, self.pos].cpu().numpy()
+        x = x.to(self.device, non_blocking=True)
+        if self.device.type == 'cuda': x = x.contiguous(memory_format=torch.channels_last)
+        x = (x.float() / 255. - self.mean) / self.std
+        dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(self.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            return torch.softmax(self.model(x).float(), dim=1)[:, self.pos].cpu().numpy()
 
 # %% ../nbs/21_detector.ipynb #e0f91106
 def _input_size(dls) -> int:
@@ -72,8 +83,11 @@ def _info_from_learner(learn: Learner) -> dict:
 def detector_from_learner(learn: Learner, device=None) -> Detector:
     "A `Detector` sharing `learn`'s model, preprocessing and class order."
     mean, std = norm_of(learn.dls)
+    on_gpu = default_device(device or learn.dls.device).type == 'cuda'
+    aug = getattr(learn.dls, 'aug', None)   # unknown for a loaded .pkl: then images are decoded at full size
     return Detector(learn.model, learn.dls.valid.after_item, mean, std, list(learn.dls.vocab), _info_from_learner(learn),
-                    device or learn.dls.device)
+                    device or learn.dls.device, draft=draft_size(aug, _input_size(learn.dls)) if aug else None,
+                    mixed_precision=getattr(learn, 'precision', None) if on_gpu else 'no')
 
 # %% ../nbs/21_detector.ipynb #5a3c1946
 def model_files(path, allow_pickle: bool = False) -> dict:
@@ -104,8 +118,9 @@ def load_detector(path, allow_pickle: bool = False, device=None) -> Detector:
     model = build_model(info['arch'], info.get('n_out', 2))
     model.load_state_dict(load_file(str(f['safetensors'])))
     info.setdefault('name', f['json'].stem)
-    return Detector(model, detector_pipeline(info.get('aug', 'none'), info['size']), info['mean'], info['std'],
-                    info['vocab'], info, device)
+    aug = info.get('aug', 'none')
+    return Detector(model, detector_pipeline(aug, info['size']), info['mean'], info['std'], info['vocab'], info, device,
+                    draft=draft_size(aug, info['size']))
 
 # %% ../nbs/21_detector.ipynb #a3308a16
 class _FileDataset(torch.utils.data.Dataset):
@@ -118,14 +133,15 @@ class _FileDataset(torch.utils.data.Dataset):
 
 def _collate(items):
     ok = [(i, x) for i, x, _ in items if x is not None]
-    return ([i for i, _ in ok], torch.stack([x for _, x in ok]) if ok else None, [(i, r) for i, x, r in items if x is None])
+    # stacked as the pixels lie (H×W×C), viewed as N×C×H×W: a plain copy and a channels-last batch, as in training
+    x = torch.stack([x.permute(1, 2, 0) for _, x in ok]).permute(0, 3, 1, 2) if ok else None
+    return [i for i, _ in ok], x, [(i, r) for i, x, r in items if x is None]
 
-def predict_files(det: Detector, files, bs: int = 64, num_workers: int | None = None, progress: bool = False):
-    "Yield (index, P(AI) or None, reason) for each of `files`, in batches of `bs`, in order of completion."
-    files = list(map(str, files))
-    if num_workers is None: num_workers = 0 if len(files) < 256 else min(4, os.cpu_count() or 1)
+def _predict_here(det: Detector, files: list, bs: int, num_workers: int | None, progress: bool):
+    # on a CPU the forward pass already keeps every core busy: decoding workers beside it would only contend
+    if num_workers is None: num_workers = default_workers(len(files)) if det.device.type == 'cuda' else 0
     dl = torch.utils.data.DataLoader(_FileDataset(files, det.prepare_file), batch_size=bs, num_workers=num_workers,
-                                     collate_fn=_collate, shuffle=False)
+                                     collate_fn=_collate, shuffle=False, pin_memory=det.device.type == 'cuda')
     if progress_bars(progress, sys.stdout):   # fastprogress draws on stdout; in a log or a pipe, no bar
         from fastprogress.fastprogress import progress_bar
         dl = progress_bar(dl, total=len(dl))
@@ -133,6 +149,16 @@ def predict_files(det: Detector, files, bs: int = 64, num_workers: int | None = 
         for i, r in bad: yield i, None, r
         if x is not None:
             for i, p in zip(idxs, det.predict_batch(x)): yield i, float(p), ''
+
+def predict_files(det: Detector, files, bs: int = 64, num_workers: int | None = None, progress: bool = False):
+    "Yield (index, P(AI) or None, reason) for each of `files`, in batches of `bs`, in order of completion."
+    files, dist = list(map(str, files)), this_process()
+    if dist.world == 1: yield from _predict_here(det, files, bs, num_workers, progress); return
+    from accelerate.utils import gather_object
+    mine = dist.shard(list(range(len(files))))
+    done = [(mine[i], p, r) for i, p, r in _predict_here(det, [files[j] for j in mine], bs, num_workers,
+                                                          progress and dist.is_main)]
+    yield from gather_object(done)
 
 # %% ../nbs/21_detector.ipynb #a93e50e9
 def cli_predict(model: str,   # model path (base name, .json or .safetensors; .pkl needs --allow-pickle)
@@ -142,25 +168,28 @@ def cli_predict(model: str,   # model path (base name, .json or .safetensors; .p
                 bs: int = 64,   # batch size
                 allow_pickle: bool = False,   # allow loading a fastai .pkl (runs code from the file)
                 device: str = None,   # cpu or cuda (default: cuda if available)
+                workers: int = None,   # image-decoding processes (default on a GPU: one per core; none for few files or on a CPU)
                 chunk: int = 4096):   # files predicted per chunk
     "Predict P(AI) for image files or folders; one CSV row per file (unreadable files get their reason)."
     check_range('threshold', threshold, 0, 1); check_range('bs', bs, 1); check_range('chunk', chunk, 1)
+    if workers is not None: check_range('workers', workers, 0)
     if not paths: raise AidetectError('give at least one image file or folder')
     model_files(model, allow_pickle)
     for p in paths:
         if not Path(p).exists(): raise AidetectError(f'{p} does not exist')
     det = load_detector(model, allow_pickle=allow_pickle, device=device)
-    f = open(Out, 'w', newline='', encoding='utf-8') if Out else sys.stdout
+    main = this_process().is_main   # under `accelerate launch` all processes predict, the first one writes
+    f = (open(Out, 'w', newline='', encoding='utf-8') if Out else sys.stdout) if main else open(os.devnull, 'w')
     w = csv.writer(f, lineterminator='\n'); w.writerow(['path', 'prob_ai', 'label', 'reason'])
     n = bad = 0
     files = walk_files(*paths)
     try:
         while part := [x for _, x in zip(range(chunk), files)]:
-            res = {i: (p, r) for i, p, r in predict_files(det, part, bs=bs)}
+            res = {i: (p, r) for i, p, r in predict_files(det, part, bs=bs, num_workers=workers)}
             for i, path in enumerate(part):
                 p, r = res[i]
                 w.writerow([path, '' if p is None else f'{p:.6f}', '' if p is None else ('ai' if p >= threshold else 'real'), r])
                 n += 1; bad += p is None
     finally:
-        if Out: f.close()
-    print(f'{n} file(s), {bad} unreadable' + (f'; wrote {Out}' if Out else ''), file=sys.stderr)
+        if f is not sys.stdout: f.close()
+    if main: print(f'{n} file(s), {bad} unreadable' + (f'; wrote {Out}' if Out else ''), file=sys.stderr)

@@ -366,6 +366,8 @@ def cli_eval(model: str,   # model path (base name, .json or .safetensors; .pkl 
     names = names or [dataset_root(d).name for d in datasets]
     if len(set(names)) != len(names): raise AidetectError('test dataset names must differ; pass --names')
     res = evaluate(model, dict(zip(names, datasets)), threshold, bs, allow_pickle, device)
+    from aidetect.train import this_process
+    if not this_process().is_main: return   # under `accelerate launch` every process has the merged result; one reports
     print(format_table(res.table))
     if len(res.unreadable): print(f'{len(res.unreadable)} unreadable image(s): first is {res.unreadable.iloc[0].to_dict()}')
     if report:

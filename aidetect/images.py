@@ -70,7 +70,8 @@ def open_image(source, max_pixels: int | None = None, draft: tuple | None = None
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
                 raise BadImage('too-large', f'{w}x{h} is over the limit of {max_pixels:,} pixels')
-            if draft is not None and im.format == 'JPEG':
+            fmt = im.format
+            if draft is not None and fmt in ('JPEG', 'MPO'):   # MPO: cameras' JPEG with a second picture
                 dw, dh = draft
                 if _exif_rotated(im): dw, dh = dh, dw   # `draft` is asked for upright; the file stores it sideways
                 im.draft(im.mode, (dw, dh))
@@ -82,9 +83,13 @@ def open_image(source, max_pixels: int | None = None, draft: tuple | None = None
         msg = str(e)
         raise BadImage('truncated' if 'truncated' in msg.lower() or isinstance(e, EOFError) else 'unreadable', msg)
     try:
-        im = ImageOps.exif_transpose(im)
-        return to_rgb(im)
+        ImageOps.exif_transpose(im, in_place=True)   # in place: an upright image is not copied
+        im = to_rgb(im)
     except (OSError, ValueError) as e: raise BadImage('unsupported-mode', f'mode {im.mode}: {e}')
+    if draft is None or fmt in ('JPEG', 'MPO'): return im
+    s = min(im.width // draft[0], im.height // draft[1])   # other formats: the factor libjpeg would have chosen,
+    k = next((d for d in (8, 4, 2) if s >= d), 1)           # by block averages, which is what its scaled decoding does
+    return im.reduce(k) if k > 1 else im
 
 # %% ../nbs/02_images.ipynb #b18ae245
 @lru_cache(maxsize=1)

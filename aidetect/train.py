@@ -8,7 +8,7 @@ Docs: https://aidetect.github.io/aidetect/train.html.md"""
 # %% ../nbs/20_train.ipynb #c9c1ed7f
 from __future__ import annotations
 from .core import AidetectError, check_range, progress_bars   # first: it hides known third-party warnings before fastai is imported
-import contextlib, json, subprocess, sys, time, warnings
+import contextlib, functools, json, os, subprocess, sys, time, warnings
 from pathlib import Path
 from urllib.error import URLError
 
@@ -17,31 +17,38 @@ import numpy as np, pandas as pd, torch
 import torchvision
 from PIL import Image, ImageFilter
 from torch import nn
-from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, ColReader, Resize, ResizeMethod, RandomCrop,
-                               Normalize, Transform, RandTransform, imagenet_stats, aug_transforms, vision_learner,
-                               create_vision_model, create_timm_model, create_body, model_meta, Learner, PILImage,
-                               ConvLayer, Flatten, CrossEntropyLossFlat, accuracy, skm_to_fastai,
-                               RocAucBinary)
+from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColReader, Resize, ResizeMethod, RandomCrop,
+                               Normalize, IntToFloatTensor, Transform, RandTransform, imagenet_stats, aug_transforms,
+                               vision_learner, create_vision_model, create_timm_model, create_body, model_meta, Learner,
+                               PILImage, ConvLayer, Flatten, CrossEntropyLossFlat, accuracy, skm_to_fastai,
+                               RocAucBinary, TensorImage, fa_collate)
+from fastai.callback.channelslast import ChannelsLast
+import torch.nn.functional as F
+from fastai.distributed import DistributedDL
+from fastcore.basics import patch
 from sklearn.metrics import precision_score, recall_score, f1_score
 from .images import BadImage, open_image
-from .dataset import LABELS, load_datasets, group_keys, group_split_idxs, count_table, manifest_hash
+from .dataset import LABELS, load_datasets, group_keys, group_split_idxs, count_table, manifest_hash, preflight
+from .gen.distributor import Distributor
 from fastcore.meta import delegates
 from typing import Annotated
 
 # %% auto #0
-__all__ = ['AUGMENTATIONS', 'DEFAULT_LR', 'DetectorImage', 'simple_cnn', 'resolve_arch', 'build_model', 'norm_stats',
-           'WeightsUnavailable', 'load_body_weights', 'CropBottom', 'RandomGaussianBlur', 'RandomGrayscale',
-           'RandomJPEG', 'item_tfms', 'batch_tfms', 'detector_dblock', 'balance_weights', 'detector_dls',
-           'detector_metrics', 'detector_learner', 'suggest_lr', 'epoch_lines', 'train_detector', 'training_summary',
-           'norm_of', 'detector_info', 'export_detector', 'cli_train']
+__all__ = ['AUGMENTATIONS', 'ITEM_COLUMNS', 'DEFAULT_LR', 'DetectorImage', 'simple_cnn', 'resolve_arch', 'build_model',
+           'norm_stats', 'WeightsUnavailable', 'load_body_weights', 'CropBottom', 'RandomGaussianBlur',
+           'RandomGrayscale', 'RandomJPEG', 'CropResize', 'item_tfms', 'batch_tfms', 'draft_size', 'OpenImage',
+           'detector_dblock', 'this_process', 'usable_rows', 'balance_weights', 'default_workers',
+           'collate_channels_last', 'detector_dls', 'detector_metrics', 'precision_for', 'detector_learner',
+           'suggest_lr', 'epoch_lines', 'train_detector', 'training_summary', 'norm_of', 'detector_info',
+           'export_detector', 'cli_train']
 
 # %% ../nbs/20_train.ipynb #d2baffc7
 class DetectorImage(PILImage):
     "A `PILImage` opened with `open_image`: EXIF-rotated, alpha on white, 16-bit scaled, errors that name the file."
     @classmethod
-    def create(cls, fn, **kwargs):
+    def create(cls, fn, draft: tuple | None = None, **kwargs):
         if isinstance(fn, (str, Path)):
-            try: return cls(open_image(fn))
+            try: return cls(open_image(fn, draft=draft))
             except BadImage as e: raise BadImage(e.reason, f'{fn}: {e.detail}') from None
         return super().create(fn, **kwargs)
 
@@ -166,6 +173,22 @@ class RandomJPEG(RandTransform):
         return type(x)(Image.open(b).convert('RGB'))
 
 # %% ../nbs/20_train.ipynb #dbf4ec71
+class CropResize(Resize):
+    "fastai's `Resize(size, method='crop')` on uint8 tensors: the crop box resized with PyTorch's antialiased bilinear filter."
+    def __init__(self, size: int | tuple): super().__init__(size, ResizeMethod.Crop)
+    def encodes(self, x: Image.Image):
+        w, h = x.size
+        m = min(w / self.size[0], h / self.size[1])   # fastai's arithmetic, so the boxes are the same
+        cw, ch = int(m * self.size[0]), int(m * self.size[1])
+        l, t = int(self.pcts[0] * (w - cw)), int(self.pcts[1] * (h - ch))
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', UserWarning)   # PIL's pixels are read-only; they are only read here
+            hwc = torch.from_numpy(np.asarray(x))
+        box = hwc[t:t + ch, l:l + cw].permute(2, 0, 1)[None].contiguous(memory_format=torch.channels_last)
+        out = F.interpolate(box, size=(self.size[1], self.size[0]), mode='bilinear', antialias=True, align_corners=False)
+        return TensorImage(out[0])
+
+# %% ../nbs/20_train.ipynb #b8064816
 AUGMENTATIONS = ('none', 'fastai', 'epstein', 'cnndetection')
 
 def _check_aug(aug):
@@ -177,8 +200,8 @@ def item_tfms(aug: str = 'fastai', size: int = 224) -> list:
     _check_aug(aug)
     if aug == 'epstein':
         return [CropBottom(16), RandomGaussianBlur(p=0.01), RandomGrayscale(p=0.05), RandomCrop(size)]
-    if aug == 'cnndetection': return [RandomGaussianBlur(p=0.5), RandomJPEG(p=0.5), Resize(size, method=ResizeMethod.Crop)]
-    return [Resize(size, method=ResizeMethod.Crop)]
+    if aug == 'cnndetection': return [RandomGaussianBlur(p=0.5), RandomJPEG(p=0.5), CropResize(size)]
+    return [CropResize(size)]
 
 def batch_tfms(aug: str = 'fastai', size: int = 224) -> list:
     "Batch augmentations of recipe `aug` (training only)."
@@ -186,16 +209,70 @@ def batch_tfms(aug: str = 'fastai', size: int = 224) -> list:
     return aug_transforms() if aug == 'fastai' else []
 
 # %% ../nbs/20_train.ipynb #76921480
+def draft_size(aug: str = 'fastai', size: int = 224, train: bool = False) -> tuple | None:
+    "The least width×height recipe `aug` needs decoded to make `size` px inputs; None: full size (native pixels)."
+    _check_aug(aug)
+    if aug == 'epstein' or (aug == 'cnndetection' and train): return None
+    return (2 * size, 2 * size)
+
+class OpenImage(RandTransform):
+    "Open an image file as a `DetectorImage`, decoded at the reduced scale `draft_size` allows for training or validation."
+    split_idx, order = None, 0   # both splits; what it may skip depends on which (`before_call`)
+    def __init__(self, aug: str = 'fastai', size: int = 224):
+        super().__init__(); self.aug, self.size = aug, size
+        self.drafts = {train: draft_size(aug, size, train) for train in (True, False)}
+    def before_call(self, b, split_idx): self.draft = self.drafts[split_idx == 0]
+    def encodes(self, fn): return DetectorImage.create(fn, draft=self.draft)
+
+# %% ../nbs/20_train.ipynb #933c665f
+def _split(df, valid_pct, seed):
+    "Split by group; or as the `is_valid` column says (`detector_dls` splits the whole manifest before excluding files)."
+    if 'is_valid' not in df: return group_split_idxs(df, valid_pct, seed)
+    v = df['is_valid'].to_numpy(dtype=bool)
+    return np.flatnonzero(~v).tolist(), np.flatnonzero(v).tolist()
+
 def detector_dblock(size: int = 224, valid_pct: float = 0.2, seed: int = 42, aug: str = 'fastai',
                     arch: str = 'resnet34') -> DataBlock:
     "A `DataBlock` over manifest rows: `file` → `DetectorImage`, `label` → real/ai, split by `group`."
-    return DataBlock(blocks=(ImageBlock(DetectorImage), CategoryBlock(vocab=list(LABELS), sort=False)),
+    # fastai's ImageBlock, with `OpenImage` instead of `PILImage.create`: uint8 images, made float on the device
+    images = TransformBlock(type_tfms=OpenImage(aug, size), batch_tfms=IntToFloatTensor)
+    return DataBlock(blocks=(images, CategoryBlock(vocab=list(LABELS), sort=False)),
                      get_x=ColReader('file'), get_y=ColReader('label'),
-                     splitter=lambda df: group_split_idxs(df, valid_pct, seed),
+                     splitter=lambda df: _split(df, valid_pct, seed),
                      item_tfms=item_tfms(aug, size),
                      batch_tfms=[*batch_tfms(aug, size), Normalize.from_stats(*norm_stats(arch))])
 
 # %% ../nbs/20_train.ipynb #3abfe55f
+@functools.lru_cache(maxsize=None)
+def this_process() -> Distributor:
+    "This process's place among those `accelerate launch` started (rank 0 of 1 otherwise); one per process."
+    return Distributor()   # made once: under a launcher it joins the process group and watches the launcher
+
+def usable_rows(df: pd.DataFrame, strict: bool = False, workers: int | None = None,
+                verbose: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "(usable rows, excluded dataset/path/reason rows) of manifest rows `df`, every file checked; `strict`: fail instead."
+    dist = this_process()
+    _, bad = preflight(df.iloc[dist.rank::dist.world], workers, progress=verbose and dist.is_main)
+    found = list(zip(bad.index, bad['reason']))
+    if dist.world > 1:
+        from accelerate.utils import gather_object
+        found = gather_object(found)
+    found = sorted(found)
+    excluded = df.loc[[i for i, _ in found]].assign(reason=[r for _, r in found])[['dataset', 'path', 'reason']]
+    if len(excluded):
+        first = excluded.iloc[0]
+        if strict: raise AidetectError(
+            f"{len(excluded)} file(s) of the training data cannot be used, e.g. {first['dataset']}/{first['path']} "
+            f"({first['reason']}); fix or remove them, or train without --strict to leave them out")
+        if dist.is_main and verbose:
+            print(f'left out {len(excluded)} unusable file(s) (listed in the model\'s .json as well):')
+            for _, r in excluded.head(20).iterrows(): print(f"  {r['dataset']}/{r['path']}: {r['reason']}")
+            if len(excluded) > 20: print(f'  ... and {len(excluded) - 20} more')
+        elif dist.is_main:
+            warnings.warn(f"left out {len(excluded)} unusable file(s), e.g. {first['dataset']}/{first['path']} ({first['reason']})")
+    return df.drop(excluded.index).reset_index(drop=True), excluded.reset_index(drop=True)
+
+# %% ../nbs/20_train.ipynb #0fd5a0ac
 def balance_weights(df: pd.DataFrame) -> np.ndarray:
     "Sampling weights so each label, and within it each domain, is drawn equally often."
     n_dom = df.groupby('label')['domain'].transform('nunique')
@@ -203,31 +280,61 @@ def balance_weights(df: pd.DataFrame) -> np.ndarray:
     w = 1.0 / (df['label'].nunique() * n_dom * n_cell)
     return (w / w.sum()).to_numpy()
 
+def default_workers(n_items: int | None = None) -> int:
+    "DataLoader workers: one per core this process may use (shared with the other processes of a distributed run)."
+    if n_items is not None and n_items < 256: return 0   # below this, starting the workers costs more than they save
+    from fastai.torch_core import num_cpus
+    return max(1, min(16, num_cpus() // int(os.environ.get('LOCAL_WORLD_SIZE', 1))))
+
+ITEM_COLUMNS = ('dataset', 'path', 'file', 'label', 'group', 'domain', 'category', 'generator', 'is_valid')
+
+def collate_channels_last(items) -> tuple:
+    "fastai's `fa_collate`, with images stacked as N×H×W×C and viewed as N×C×H×W: one plain copy, a channels-last batch."
+    def stack(xs):
+        if not (isinstance(xs[0], TensorImage) and xs[0].ndim == 3): return fa_collate(xs)
+        # `ToTensor` makes each C×H×W image a view of PIL's H×W×C pixels: stacking those as they lie is a memcpy,
+        # where stacking the views as C×H×W would transpose every image (most of fa_collate's time)
+        hwc = [x.as_subclass(torch.Tensor).permute(1, 2, 0) for x in xs]
+        out = None
+        if torch.utils.data.get_worker_info() is not None:   # in a worker: straight into shared memory, as
+            storage = hwc[0]._typed_storage()._new_shared(sum(x.numel() for x in hwc))   # default_collate does
+            out = hwc[0].new(storage).resize_(len(hwc), *hwc[0].shape)
+        return type(xs[0])(torch.stack(hwc, out=out).permute(0, 3, 1, 2))
+    return tuple(stack(list(xs)) for xs in zip(*items))
+
 def detector_dls(source, size: int = 224, bs: int = 64, valid_pct: float = 0.2, seed: int = 42, aug: str = 'fastai',
-                 arch: str = 'resnet34', balance: bool = False, num_workers: int | None = None, device=None,
-                 verbose: bool = True):
-    "DataLoaders for dataset folder(s) or a manifest DataFrame `source`, split by group; `dls.manifest` holds the rows."
+                 arch: str = 'resnet34', balance: bool = False, workers: int | None = None, device=None,
+                 strict: bool = False, verbose: bool = True):
+    "DataLoaders for dataset folder(s) or a manifest DataFrame `source`, split by group, unusable files left out."
     df = load_datasets(source)
     if df.empty: raise AidetectError('the dataset has no images; check manifest.csv')
+    tr, va = group_split_idxs(df, valid_pct, seed)   # of the whole manifest: a file that can't be read moves no group
+    if valid_pct > 0 and not va: raise AidetectError('too few groups to split off a validation set; add images or use --valid-pct 0')
+    df = df.assign(is_valid=np.isin(np.arange(len(df)), va))
+    df, excluded = usable_rows(df, strict, verbose=verbose)
+    if valid_pct > 0 and not df['is_valid'].any(): raise AidetectError('no usable validation images; see the files left out above')
     missing = set(LABELS) - set(df['label'])
     if missing: raise AidetectError(f"a detector needs both classes; no {'/'.join(sorted(missing))} images in the data")
     if verbose: print(count_table(df, by=('dataset', 'domain', 'label')).to_string(), end='\n\n')
-    tr, va = group_split_idxs(df, valid_pct, seed)
-    if valid_pct > 0 and not va: raise AidetectError('too few groups to split off a validation set; add images or use --valid-pct 0')
-    if len(tr) < bs:   # fastai drops the last partial training batch: with fewer images than bs there'd be none
-        warnings.warn(f'batch size {bs} is larger than the {len(tr)} training images; using {len(tr)}')
-        bs = len(tr)
-    if num_workers is None: num_workers = 0 if len(df) < 2000 else min(8, torch.get_num_threads())
+    n_train = int((~df['is_valid']).sum())
+    if n_train < bs:   # fastai drops the last partial training batch: with fewer images than bs there'd be none
+        warnings.warn(f'batch size {bs} is larger than the {n_train} training images; using {n_train}')
+        bs = n_train
+    if workers is None: workers = default_workers(len(df))
+    device = torch.device(device) if device is not None else None
+    kw = dict(bs=bs, num_workers=workers, device=device, pin_memory=device is not None and device.type == 'cuda',
+              create_batch=collate_channels_last)
     dblock = detector_dblock(size, valid_pct, seed, aug, arch)
+    items = df[list(ITEM_COLUMNS)]   # the rows the loader indexes per image: few columns, plain strings, cheap to index
     if balance:   # fastai's weighted DataLoader: the training set is sampled with these weights, valid is untouched
-        dsets = dblock.datasets(df)
+        dsets = dblock.datasets(items)
         wgts = balance_weights(df.iloc[dsets.splits[0]].reset_index(drop=True))
-        dls = dsets.weighted_dataloaders(wgts, bs=bs, num_workers=num_workers, device=device,
-                                         after_item=dblock.item_tfms, after_batch=dblock.batch_tfms)
-    else: dls = dblock.dataloaders(df, bs=bs, num_workers=num_workers, device=device)
-    dls.manifest, dls.size, dls.seed, dls.valid_pct, dls.aug, dls.balance = df, size, seed, valid_pct, aug, balance
+        dls = dsets.weighted_dataloaders(wgts, after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kw)
+    else: dls = dblock.dataloaders(items, **kw)
+    dls.manifest, dls.excluded, dls.size, dls.seed = df, excluded, size, seed
+    dls.valid_pct, dls.aug, dls.balance = valid_pct, aug, balance
     keys = group_keys(df)
-    dls.train_groups, dls.valid_groups = sorted(set(keys.iloc[tr])), sorted(set(keys.iloc[va]))
+    dls.train_groups, dls.valid_groups = sorted(set(keys[~df['is_valid']])), sorted(set(keys[df['is_valid']]))
     return dls
 
 # %% ../nbs/20_train.ipynb #e2b7b730
@@ -238,8 +345,20 @@ def detector_metrics() -> list:
     prf = [skm_to_fastai(m, pos_label=1, zero_division=0) for m in (precision_score, recall_score, f1_score)]
     return [accuracy, *prf, RocAucBinary()]
 
+def precision_for(mixed_precision: str | None, device) -> str:
+    "'bf16', 'fp16' or 'no': `mixed_precision` checked, or the default for `device` (bf16 on GPUs that have it)."
+    if mixed_precision not in (None, 'bf16', 'fp16', 'no'):
+        raise AidetectError(f'--mixed-precision must be bf16, fp16 or no, got {mixed_precision!r}')
+    cuda = torch.device(device).type == 'cuda'
+    if mixed_precision in ('bf16', 'fp16') and not cuda:   # fastai's MixedPrecision autocasts on CUDA only
+        raise AidetectError(f'--mixed-precision {mixed_precision} needs a CUDA GPU; on {device} use no')
+    if mixed_precision is not None: return mixed_precision
+    if not cuda: return 'no'
+    return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+
 def detector_learner(dls, arch: str = 'resnet34', pretrained: bool = True, weights=None, metrics=None,
-                     mixed_precision: bool | None = None, **kwargs) -> Learner:
+                     mixed_precision: str | None = None, channels_last: bool | None = None, compile: bool = False,
+                     **kwargs) -> Learner:
     "A fastai `vision_learner` for `dls`: `arch` by name, ImageNet weights (downloaded, or the local file `weights`)."
     kind, fn = resolve_arch(arch)
     if kind == 'simple_cnn' and (pretrained or weights):
@@ -257,9 +376,11 @@ def detector_learner(dls, arch: str = 'resnet34', pretrained: bool = True, weigh
         load_body_weights(learn, arch, weights)
         learn.freeze()
     learn.arch_name, learn.pretrained, learn.weights_file = arch, bool(pretrained or weights), str(weights or '') or None
-    # mixed precision wherever there is a GPU: fastai's MixedPrecision callback (torch.autocast + grad scaling)
-    learn.mixed_precision = (dls.device.type == 'cuda') if mixed_precision is None else mixed_precision
-    if learn.mixed_precision: learn.to_fp16()
+    cuda = torch.device(dls.device).type == 'cuda'
+    learn.precision = precision_for(mixed_precision, dls.device)   # fastai's MixedPrecision callback: autocast (+ scaler)
+    if learn.precision != 'no': learn.to_bf16() if learn.precision == 'bf16' else learn.to_fp16()
+    if cuda if channels_last is None else channels_last: learn.add_cb(ChannelsLast())
+    if compile: learn.model.compile()
     return learn
 
 # %% ../nbs/20_train.ipynb #f65d36ac
@@ -294,12 +415,46 @@ def epoch_lines(learn: Learner):
         finally: learn.logger = old
 
 # %% ../nbs/20_train.ipynb #ab8b1f2d
+@patch
+def _broadcast(self: DistributedDL, t, rank):
+    "Send list `t` from process `rank` to all: fastai's, but on the CPU when the process group is gloo."
+    # fastai 2.8.12 always moves `t` to CUDA (nccl needs that), so DDP on CPUs (gloo) failed at the first batch
+    t = torch.LongTensor(t)
+    if torch.distributed.get_backend() == 'nccl': t = t.cuda()
+    torch.distributed.broadcast(t, rank)
+    return t.cpu().tolist()
+
+@contextlib.contextmanager
+def _world_of_one():
+    "fastai reads WORLD_SIZE to decide whether to wait for, and gather from, the other processes: here it must not."
+    old = os.environ.get('WORLD_SIZE')
+    os.environ['WORLD_SIZE'] = '1'
+    try: yield
+    finally:
+        if old is None: os.environ.pop('WORLD_SIZE', None)
+        else: os.environ['WORLD_SIZE'] = old
+
+def _lr_of_first_process(learn: Learner, dist: Distributor, num_it: int, show_plot: bool) -> float:
+    "`suggest_lr` on the first process only (the others would suggest other rates and drift apart), sent to all."
+    if dist.world == 1: return suggest_lr(learn, num_it, show_plot)
+    lr = None
+    if dist.is_main:
+        with _world_of_one(): lr = suggest_lr(learn, num_it, show_plot)
+    return dist.share(lr)
+
+def _distributed(learn: Learner, dist: Distributor):
+    "fastai's `distrib_ctx` when there are several processes (SyncBatchNorm on GPUs only: it has no CPU kernel)."
+    if dist.world == 1: return contextlib.nullcontext()
+    cuda = torch.device(learn.dls.device).type == 'cuda'
+    return learn.distrib_ctx(sync_bn=cuda, cpu=not cuda)
+
+# %% ../nbs/20_train.ipynb #7fb0a500
 def train_detector(source,                     # dataset folder(s), or a manifest DataFrame
                    arch: str = 'resnet34',     # torchvision or timm name (timm/NAME to prefer timm), or simple_cnn
                    epochs: int = 3,            # epochs of full training
                    freeze_epochs: int = 1,     # epochs training only the head first (pretrained only)
                    size: int = 224,            # input size in px
-                   bs: int = 64,               # batch size
+                   bs: int = 64,               # batch size (of one step, shared by the processes of a distributed run)
                    lr: float | None = None,    # learning rate (default: lr_find's suggestion)
                    pretrained: bool = True,    # start from ImageNet weights (--no-pretrained: from scratch)
                    weights: str | None = None, # local ImageNet state dict for `arch` (.pth or .safetensors)
@@ -309,8 +464,11 @@ def train_detector(source,                     # dataset folder(s), or a manifes
                    balance: bool = False,      # sample batches so each class, and each domain within it, is seen equally often
                    lr_find_its: int = 100,     # iterations of the learning-rate finder
                    show_plot: bool = False,    # plot lr_find's curve
-                   num_workers: int | None = None,   # DataLoader workers (default: 0 for small datasets)
+                   workers: int | None = None, # image-decoding processes (default: one per core; none for small datasets)
                    device: str | None = None,  # cpu or cuda (default: cuda if available)
+                   mixed_precision: str | None = None,  # bf16, fp16 or no (default: bf16 on GPUs that have it, else fp16; no on CPU)
+                   compile: bool = False,      # torch.compile the model (minutes of compiling, then faster steps)
+                   strict: bool = False,       # refuse to train when a file cannot be read (default: leave it out)
                    verbose: bool = True,       # print counts, the lr and fastai's epoch table
                   ) -> Learner:
     "Train a real/AI detector on dataset folder(s) `source`: DataLoaders, `vision_learner`, `lr_find`, `fine_tune`."
@@ -319,21 +477,29 @@ def train_detector(source,                     # dataset folder(s), or a manifes
     check_range('bs', bs, 1); check_range('valid_pct', valid_pct, 0, 1, hi_open=True)
     if lr is not None and lr <= 0: raise AidetectError(f'lr must be positive, got {lr}')
     if not pretrained and weights: raise AidetectError('--weights and --no-pretrained contradict each other; pick one')
-    set_seed(seed, reproducible=True)
+    dist = this_process()
+    if bs < dist.world: raise AidetectError(f'--bs {bs} is smaller than the {dist.world} processes; give each at least one image')
+    device = torch.device(device or dist.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if device.type == 'cpu': device = torch.device('cpu')   # not accelerate's 'cpu:0', which torch.load can't map to
+    precision_for(mixed_precision, device)   # a wrong value fails before any data is read
+    # cuDNN's autotuner picks the fastest kernels; on a GPU that is worth more than bit-for-bit reruns
+    set_seed(seed, reproducible=device.type != 'cuda')
     resolve_arch(arch)   # a wrong name fails before any data is read
-    dls = detector_dls(source, size=size, bs=bs, valid_pct=valid_pct, seed=seed, aug=aug, arch=arch, balance=balance,
-                       num_workers=num_workers, device=device, verbose=verbose)
-    learn = detector_learner(dls, arch, pretrained, weights)
+    verbose_here = verbose and dist.is_main
+    dls = detector_dls(source, size=size, bs=bs // dist.world, valid_pct=valid_pct, seed=seed, aug=aug, arch=arch,
+                       balance=balance, workers=workers, device=device, strict=strict, verbose=verbose_here)
+    learn = detector_learner(dls, arch, pretrained, weights, mixed_precision=mixed_precision, compile=compile)
     pretrained = learn.pretrained
     t0 = time.time()
     if lr is None:
-        lr = suggest_lr(learn, lr_find_its, show_plot)
-        if verbose: print(f'lr_find suggests {lr:.2e}')
+        lr = _lr_of_first_process(learn, dist, lr_find_its, show_plot)
+        if verbose_here: print(f'lr_find suggests {lr:.2e}')
     bars = contextlib.nullcontext() if progress_bars(stream=sys.stdout) else epoch_lines(learn)   # fastprogress draws on stdout
-    with (bars if verbose else learn.no_bar()), (contextlib.nullcontext() if verbose else learn.no_logging()):
+    with (bars if verbose_here else learn.no_bar()), (contextlib.nullcontext() if verbose_here else learn.no_logging()), \
+         _distributed(learn, dist):
         if pretrained: learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs)
         else: learn.fit_one_cycle(epochs + freeze_epochs, lr)
-    learn.lr_used, learn.train_seconds = lr, time.time() - t0
+    learn.lr_used, learn.train_seconds, learn.processes = lr, time.time() - t0, dist.world
     learn.images_seen = len(dls.train_ds) * (epochs + freeze_epochs)
     return learn
 
@@ -381,6 +547,8 @@ def detector_info(learn: Learner) -> dict:
                 mean=mean, std=std,
                 vocab=list(dls.vocab), positive='ai', balance=bool(dls.balance),
                 mixed_precision=bool(getattr(learn, 'mixed_precision', False)),
+                precision=getattr(learn, 'precision', 'no'), processes=getattr(learn, 'processes', 1),
+                excluded=dls.excluded.to_dict('records') if hasattr(dls, 'excluded') else [],
                 datasets=[dict(name=Path(r).name, path=str(r), manifest_sha256=manifest_hash(r)) for r in roots],
                 n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), seed=dls.seed, valid_pct=dls.valid_pct,
                 train_groups=list(dls.train_groups), valid_groups=list(dls.valid_groups),
@@ -415,6 +583,7 @@ def cli_train(*datasets: str,   # dataset folder(s) with a manifest.csv
     if not datasets: raise AidetectError('give at least one dataset folder')
     for d in datasets: read_manifest(d)   # a wrong path fails now, not after loading the data
     learn = train_detector(list(datasets), **kwargs)
+    if not this_process().is_main: return   # under `accelerate launch` the first process writes the files
     files = export_detector(learn, Out)
     print(f"{learn.arch_name}: {training_summary(learn)}")
     print('wrote ' + ', '.join(str(p) for p in files.values()))

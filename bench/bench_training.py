@@ -62,7 +62,7 @@ def memory_child(root, arch):
     "Train one epoch in this process and print its peak RSS in MB."
     from aidetect.train import train_detector
     train_detector(root, arch, epochs=1, freeze_epochs=0, size=64, bs=32, lr=1e-3, pretrained=False, aug='none',
-                   verbose=False, num_workers=0)
+                   verbose=False, workers=0)
     # VmHWM, not ru_maxrss: the latter survives exec and would count the (large) parent at fork time
     hwm = next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM'))
     print(json.dumps(dict(peak_rss_mb=int(hwm.split()[1]) / 1024)))

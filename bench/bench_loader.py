@@ -1,0 +1,180 @@
+"""Loader speed: images/s of aidetect's training loader ÷ a plain PIL reference, on the same JPEG photos and cores.
+
+For each photo size (500×333, 1500×1000 and 3000×2000 px) the bench makes `--n` JPEG photos (q90): crops of
+scikit-image's sample photos, resized, with a little sensor-like grain so that they compress like photos rather than
+like smooth upscales. Then, side by side on the same files and cores:
+
+- reference: PIL only, one process per core: open, `draft` to the smallest libjpeg scale >= 2×224 px, centre square,
+  resize to 224 px (bilinear) and make a uint8 array;
+- aidetect: `detector_dls(size=224, aug=--aug)`'s training loader with its default worker count, batches of `--bs`.
+  Where there is a GPU the batch transforms (augmentation, normalisation) run on it and are timed with the loader;
+  without one they would run on the same CPU cores as the decoding, so the loader is timed up to the uint8 batch (what
+  the CPU must deliver to a GPU) and the CPU cost of the batch transforms is printed on its own line.
+
+Each side reads every file `--rounds` times (the loader: a manifest listing each file `--rounds` times), so process
+start-up is paid once per run on both sides, as in a real epoch. Runs alternate (reference, loader, ...) `--repeats`
+times and the best of each is kept. Target: loader ÷ reference >= 0.7 at every size.
+
+Besides images/s (wall clock), each side's CPU time per image is printed (this process and its worker processes):
+on a machine shared with other jobs the wall-clock figures move with the load, the CPU times much less.
+
+    python bench/bench_loader.py [--n 192] [--sizes 500 1500 3000] [--rounds 4] [--repeats 2] [--aug fastai] [--bs 64]
+    python bench/bench_loader.py --prepared 448    # also the loader on an `aidetect prepare`d copy at 448 px
+"""
+import argparse, os, resource, sys, tempfile, time
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+SIZES = {500: (500, 333), 1500: (1500, 1000), 3000: (3000, 2000)}
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+def make_photos(out: Path, w: int, h: int, n: int, seed: int = 0) -> list:
+    "`n` JPEG photos (q90) of `w`×`h` px cut from scikit-image's samples, with fixed grain; returns their paths."
+    from PIL import Image
+    from aidetect.demo import SAMPLE_PHOTOS, sample_photo_path
+    from aidetect.images import open_image
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(seed)
+    grain = rng.normal(0, 4, (256, 256, 3)).astype(np.float32)   # tiled: cheap, and real photos are never smooth
+    photos = [open_image(sample_photo_path(p)) for d in SAMPLE_PHOTOS.values() for p in d]
+    files = []
+    for i in range(n):
+        im = photos[i % len(photos)]
+        s = min(im.width / w, im.height / h) * rng.uniform(0.7, 1.0)
+        cw, ch = int(w * s), int(h * s)
+        x, y = rng.randint(0, im.width - cw + 1), rng.randint(0, im.height - ch + 1)
+        a = np.asarray(im.crop((x, y, x + cw, y + ch)).resize((w, h), Image.BICUBIC), dtype=np.float32)
+        oy, ox = rng.randint(0, 256, 2)
+        a += np.tile(np.roll(grain, (oy, ox), (0, 1)), (h // 256 + 1, w // 256 + 1, 1))[:h, :w]
+        f = out / f'{i:04d}.jpg'
+        Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(f, quality=90)
+        files.append(f)
+    return files
+
+
+def _reference_part(args):
+    "Decode, shrink and array-ify `files` the plain way; returns how many."
+    from PIL import Image
+    files, size = args
+    for f in files:
+        im = Image.open(f)
+        im.draft('RGB', (2 * size, 2 * size))
+        im = im.convert('RGB')
+        s = min(im.size); l, t = (im.width - s) // 2, (im.height - s) // 2
+        np.asarray(im.resize((size, size), Image.BILINEAR, box=(l, t, l + s, t + s)))
+    return len(files)
+
+
+def cpu_seconds() -> float:
+    "CPU time of this process and of its finished child processes (pool and DataLoader workers are joined)."
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def timed(run) -> tuple:
+    "(images/s, CPU ms per image) of `run()`, which returns how many images it made."
+    c, t = cpu_seconds(), time.perf_counter()
+    n = run()
+    return n / (time.perf_counter() - t), (cpu_seconds() - c) / n * 1000
+
+
+def reference(files: list, size: int, rounds: int) -> tuple:
+    "The plain PIL path, one process per core (start-up included): (images/s, CPU ms/image)."
+    n = cores()
+    todo = [f for _ in range(rounds) for f in files]
+    parts = [(todo[i::n], size) for i in range(n)]
+    def run():
+        with get_context('fork').Pool(n) as pool: return sum(pool.map(_reference_part, parts))
+    return timed(run)
+
+
+def write_dataset(root: Path, files: list) -> Path:
+    "A dataset folder (manifest.csv) over `files`, which lie below `root`; half the rows labelled ai."
+    from aidetect.dataset import file_facts, write_manifest
+    write_manifest([dict(path=f.relative_to(root).as_posix(), label=('ai', 'real')[i % 2], group=f'g{i}',
+                         domain='bench', **file_facts(f)) for i, f in enumerate(files)], root)
+    return root
+
+
+def loader_dls(root: Path, size: int, rounds: int, aug: str, bs: int):
+    "`detector_dls` over dataset `root`'s rows, each listed `rounds` times, no validation split."
+    import pandas as pd
+    from aidetect.dataset import load_datasets
+    from aidetect.train import detector_dls
+    df = load_datasets(root)
+    df = pd.concat([df.assign(group=df['group'] + f'-{k}') for k in range(rounds)], ignore_index=True)
+    return detector_dls(df, size=size, bs=bs, aug=aug, valid_pct=0, verbose=False)
+
+
+def loader(dls, batch_tfms: bool) -> tuple:
+    "One epoch of `dls.train` (worker start-up included): (images/s, CPU ms/image); without `batch_tfms`, up to the uint8 batch."
+    import torch
+    from fastai.vision.all import Pipeline
+    dl = dls.train if batch_tfms else dls.train.new(after_batch=Pipeline([]))
+    def run():
+        n = 0
+        for xb, _ in dl: n += len(xb)
+        if dls.device.type == 'cuda': torch.cuda.synchronize()
+        return n
+    return timed(run)
+
+
+def batch_tfms_cost(dls) -> float:
+    "Images/s of the batch transforms alone, on the loader's device (one uint8 batch, repeated)."
+    import torch
+    from fastai.vision.all import Pipeline
+    xb, yb = next(iter(dls.train.new(after_batch=Pipeline([]))))
+    dls.train.after_batch((xb, yb))   # warm-up
+    t = time.perf_counter()
+    for _ in range(5): dls.train.after_batch((xb, yb))
+    if dls.device.type == 'cuda': torch.cuda.synchronize()
+    return 5 * len(xb) / (time.perf_counter() - t)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--n', type=int, default=192); ap.add_argument('--sizes', type=int, nargs='+', default=list(SIZES))
+    ap.add_argument('--rounds', type=int, default=4); ap.add_argument('--repeats', type=int, default=2)
+    ap.add_argument('--aug', default='fastai'); ap.add_argument('--bs', type=int, default=64)
+    ap.add_argument('--size', type=int, default=224)
+    ap.add_argument('--prepared', type=int, default=None, help='also time the loader on a copy prepared at this size')
+    a = ap.parse_args()
+    import torch
+    gpu = torch.cuda.is_available()
+    print(f'{a.n} JPEG photos (q90) per size, each read {a.rounds}×, {a.size} px, batch {a.bs}, aug {a.aug!r}, '
+          f'{cores()} cores, {"GPU: " + torch.cuda.get_device_name() if gpu else "no GPU"}')
+    if not gpu: print('(no GPU: the loader is timed up to the uint8 batch; the batch transforms, which run on the GPU '
+                      'where there is one, are timed on their own)')
+    ratios = []
+    with tempfile.TemporaryDirectory() as d:
+        for px in a.sizes:
+            w, h = SIZES.get(px, (px, px * 2 // 3))
+            root = Path(d) / f'{w}'
+            files = make_photos(root / 'img', w, h, a.n)
+            dls = loader_dls(write_dataset(root, files), a.size, a.rounds, a.aug, a.bs)
+            refs, mine = [], []
+            for _ in range(a.repeats):   # alternating, best of each: the fairest reading on a shared machine
+                refs.append(reference(files, a.size, a.rounds)); mine.append(loader(dls, batch_tfms=gpu))
+            (ref, ref_cpu), (got, got_cpu) = max(refs), max(mine)
+            print(f'{w}×{h}: aidetect loader {got:6.1f} img/s ({got_cpu:.2f} CPU ms/img), reference {ref:6.1f} img/s '
+                  f'({ref_cpu:.2f} CPU ms/img): loader ÷ reference = {got / ref:.2f} (by CPU time {ref_cpu / got_cpu:.2f})')
+            if not gpu: print(f'    batch transforms ({a.aug}) on this CPU instead of a GPU: {batch_tfms_cost(dls):.0f} img/s alone')
+            if a.prepared:
+                from aidetect.prepare import prepare_dataset
+                small = prepare_dataset(root, Path(d) / f'{w}-prepared', a.prepared, progress=False)
+                pdls = loader_dls(Path(d) / f'{w}-prepared', a.size, a.rounds, a.aug, a.bs)
+                p, p_cpu = max(loader(pdls, gpu) for _ in range(a.repeats))
+                print(f'    on a copy prepared at {a.prepared} px ({small["width"].iloc[0]}×{small["height"].iloc[0]}): '
+                      f'{p:6.1f} img/s ({p_cpu:.2f} CPU ms/img), {p / got:.1f}× the loader on the originals')
+            ratios.append(got / ref)
+    print(f'loader ÷ reference: min {min(ratios):.2f} over {len(ratios)} sizes (target >= 0.7)')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
