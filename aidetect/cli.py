@@ -1,4 +1,4 @@
-"""The command line: `aidetect train`, `eval`, `predict`, `explain`, `app` and `demo`.
+"""The command line: `aidetect train`, `eval`, `robustness`, `predict`, `explain`, `app` and `demo`.
 
 Docs: https://aidetect.github.io/aidetect/cli.html.md"""
 
@@ -15,6 +15,7 @@ __all__ = ['COMMANDS', 'DESCRIPTION', 'EPILOG', 'main']
 COMMANDS = [
     Command('train', 'aidetect.train:cli_train', 'train a detector on one or more datasets'),
     Command('eval', 'aidetect.evaluate:cli_eval', 'evaluate a detector on test datasets'),
+    Command('robustness', 'aidetect.robustness:cli_robustness', 're-test a detector on perturbed (JPEG, resize, blur, ...) and attacked copies of test sets'),
     Command('predict', 'aidetect.detector:cli_predict', 'P(AI) for image files or folders, as CSV'),
     Command('explain', 'aidetect.explain:cli_explain', 'Grad-CAM overlays: where the detector looked'),
     Command('app', 'aidetect.app:cli_app', 'a web app: upload an image, get P(AI) and a Grad-CAM overlay'),
