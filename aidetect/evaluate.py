@@ -360,7 +360,8 @@ def threshold_lines(threshold: float, info: dict, bootstrap: int, seed: int) -> 
             "bins (see the reliability diagram). `tpr_at_5fpr`: AI accuracy at the best threshold that calls at most "
             "5 % of real images AI. " +
             (f"Intervals in brackets: 95 % percentile bootstrap over {bootstrap} resamples of source groups (a photo and "
-             f"its variations together), seed {seed}." if bootstrap else 'No intervals (bootstrap 0).')]
+             f"its variations together), seed {seed}. With few groups they are rough, and a skewed metric (AP near its "
+             "floor) can even sit just outside its own interval." if bootstrap else 'No intervals (bootstrap 0).')]
 
 def write_report(res: EvalResult, out) -> dict:
     "Write `res` to folder `out`: metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png, report.md."
