@@ -217,6 +217,7 @@ def _fold_intervals(t: pd.DataFrame) -> pd.DataFrame:
     "`t` as strings: numbers to 3 decimals, undefined ones as n/a, each interval after its metric as [lo, hi]."
     f = lambda v: 'n/a' if pd.isna(v) else f'{v:.3f}' if isinstance(v, (float, np.floating)) else str(v)
     out = t.apply(lambda col: col.map(f)).astype(object)
+    if 'level' in t: out['level'] = t['level'].map(lambda v: '' if pd.isna(v) else f'{v:g}')   # robustness levels: 90, 0.5
     for m in CI_METRICS:
         if f'{m}_lo' in t:
             out[m] = [s if pd.isna(lo) else f'{s} [{lo:.3f}, {hi:.3f}]' for s, lo, hi in zip(out[m], t[f'{m}_lo'], t[f'{m}_hi'])]

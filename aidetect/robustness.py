@@ -195,6 +195,29 @@ def _predict(det, x: torch.Tensor, bs: int) -> np.ndarray:
     return np.concatenate([det.predict_batch(x[i:i + bs]) for i in range(0, len(x), bs)]) if len(x) else np.zeros(0)
 
 # %% ../nbs/25_robustness.ipynb #f8733719
+def _test_rows(datasets, workers, progress) -> tuple[pd.DataFrame, list, dict]:
+    "(usable manifest rows of all test `datasets`, unreadable ones as dicts, {name: manifest facts})."
+    parts, bad, manifests = [], [], {}
+    for name, root in _named(datasets).items():
+        df = load_datasets(root).assign(dataset=name)
+        manifests[name] = dict(path=str(root), manifest_sha256=manifest_hash(root), n=len(df))
+        ok, excluded = preflight(df, workers, progress)
+        bad += [dict(dataset=name, path=r.path, reason=r.reason) for r in excluded.itertuples()]
+        parts.append(ok)
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(PRED_COLUMNS) + ['file', 'sha256'])
+    return rows, bad, manifests
+
+def _predict_run(det, run, ims, labels, seeds, x0, clean, fakes_only, bs, pool) -> np.ndarray:
+    "P(AI) of decoded images `ims` under `run` (name, level, setting); `x0`, `clean`: their clean inputs and P(AI)."
+    name, level, setting = run
+    if setting in ATTACKED:                       # only the attacked class changes; the other keeps its clean P(AI)
+        p, hit = clean.copy(), labels == ATTACKED[setting]
+        if hit.any(): p[hit] = predict_pixels(det, attack(det, x0[hit], labels[hit], name, level, bs), bs)
+        return p
+    out = perturb_images(ims, labels, seeds, name, level, fakes_only, pool)
+    prep = lambda i: x0[i] if out[i] is ims[i] else det.prepare(out[i])   # untouched: its clean input
+    return _predict(det, torch.stack(list(pool.map(prep, range(len(ims))))), bs)
+
 def robustness(model, datasets, perturb=None, fakes_only: bool = False, threshold: float = 0.5, bootstrap: int = 1000,
                seed: int = 0, bs: int = 64, chunk: int = 256, workers: int | None = None, allow_pickle: bool = False,
                device=None, progress: bool = True) -> 'RobustnessResult':
@@ -204,47 +227,28 @@ def robustness(model, datasets, perturb=None, fakes_only: bool = False, threshol
     check_range('chunk', chunk, 1)
     ops = parse_perturb(perturb)
     det = as_detector(model, allow_pickle, device)
-    parts, bad, manifests = [], [], {}
-    for name, root in _named(datasets).items():
-        df = load_datasets(root).assign(dataset=name)
-        manifests[name] = dict(path=str(root), manifest_sha256=manifest_hash(root), n=len(df))
-        ok, excluded = preflight(df, workers, progress)
-        bad += [dict(dataset=name, path=r.path, reason=r.reason) for r in excluded.itertuples()]
-        parts.append(ok)
-    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(PRED_COLUMNS) + ['file'])
+    rows, bad, manifests = _test_rows(datasets, workers, progress)
     rows['image_seed'] = image_seeds(rows) ^ seed
     setting = 'fakes-only' if fakes_only else 'both'
     runs = [('clean', None, 'none')] + [(n, l, s) for n, l in ops
                                           for s in (ATTACKED if PERTURBATIONS[n].adversarial else [setting])]
-    prob = {r: np.full(len(rows), np.nan) for r in runs}
-    seconds = dict.fromkeys(runs, 0.0); seconds['decode'] = 0.0
+    prob, seconds = {r: np.full(len(rows), np.nan) for r in runs}, dict.fromkeys([*runs, 'decode'], 0.0)
     bar = tqdm(total=len(runs) * len(rows), desc='robustness', unit='image', disable=not progress, leave=False)
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-        for start in range(0, len(rows), chunk):
-            part = rows.iloc[start:start + chunk]
-            t0 = time.perf_counter()
+        for start in range(0, len(rows), chunk):   # a chunk at a time: each image decoded once, memory bounded
+            t0, part = time.perf_counter(), rows.iloc[start:start + chunk]
             ims = list(pool.map(_decode, part['file']))
-            for path, name, im in zip(part['path'], part['dataset'], ims):   # went bad since the check
-                if isinstance(im, str): bad.append(dict(dataset=name, path=path, reason=im))
+            bad += [dict(dataset=d, path=p, reason=im) for d, p, im in zip(part['dataset'], part['path'], ims)
+                    if isinstance(im, str)]                                # went bad since the check
             good = [i for i, im in enumerate(ims) if not isinstance(im, str)]
             idx = start + np.array(good, dtype=int)
             ims, labels, seeds = [ims[i] for i in good], part['label'].to_numpy()[good], part['image_seed'].to_numpy()[good]
+            x0 = torch.stack(list(pool.map(det.prepare, ims))) if ims else None
             seconds['decode'] += time.perf_counter() - t0
             for run in runs:
                 t0 = time.perf_counter()
-                name, level, how = run
-                if name == 'clean':
-                    x0 = torch.stack(list(pool.map(det.prepare, ims))) if ims else torch.zeros(0, dtype=torch.uint8)
-                    prob[run][idx] = _predict(det, x0, bs)
-                elif how in ATTACKED:
-                    p, hit = prob[runs[0]][idx].copy(), labels == ATTACKED[how]
-                    if hit.any(): p[hit] = predict_pixels(det, attack(det, x0[hit], labels[hit], name, level, bs), bs)
-                    prob[run][idx] = p
-                else:
-                    out = perturb_images(ims, labels, seeds, name, level, fakes_only, pool)
-                    prep = lambda i: x0[i] if out[i] is ims[i] else det.prepare(out[i])   # untouched: the clean input
-                    x = torch.stack(list(pool.map(prep, range(len(ims))))) if ims else x0
-                    prob[run][idx] = _predict(det, x, bs)
+                if ims: prob[run][idx] = (_predict(det, x0, bs) if run == runs[0] else
+                                          _predict_run(det, run, ims, labels, seeds, x0, prob[runs[0]][idx], fakes_only, bs, pool))
                 seconds[run] += time.perf_counter() - t0
                 bar.update(len(part))
     bar.close()
@@ -255,7 +259,7 @@ def robustness(model, datasets, perturb=None, fakes_only: bool = False, threshol
     preds = preds[preds['prob_ai'].notna()].reset_index(drop=True)
     preds['pred'] = np.where(preds['prob_ai'] >= threshold, 'ai', 'real')
     unreadable = pd.DataFrame(bad, columns=['dataset', 'path', 'reason']).drop_duplicates(['dataset', 'path'])
-    return RobustnessResult(preds, threshold, det, unreadable, manifests, setting, bootstrap, seed, seconds)
+    return RobustnessResult(preds, threshold, det, unreadable, manifests, setting, bootstrap, seed, seconds, runs)
 
 # %% ../nbs/25_robustness.ipynb #0d6f716a
 RUN_KEYS = ['perturbation', 'level', 'setting']
@@ -270,14 +274,20 @@ def attack_success(preds: pd.DataFrame, clean: pd.DataFrame, setting: str, thres
     flipped = (d['prob_ai'].to_numpy() >= threshold) != ai
     return (float(flipped[right].mean()) if right.any() else float('nan')), int(right.sum())
 
+def _run_key(perturbation, level, setting) -> tuple:
+    return perturbation, None if level is None or pd.isna(level) else float(level), setting
+
 def robustness_table(preds: pd.DataFrame, threshold: float = 0.5, tuned: float | None = None, bootstrap: int = 0,
-                     seed: int = 0, datasets=None) -> pd.DataFrame:
-    "One row per (perturbation, level, setting) × dataset (and 'all'): `metrics_table`'s metrics, and `attack_success`."
+                     seed: int = 0, datasets=None, runs=None) -> pd.DataFrame:
+    "One row per (perturbation, level, setting) of `runs` (default: those in `preds`) × dataset (and 'all'), with `attack_success`."
     datasets = list(datasets) if datasets is not None else list(dict.fromkeys(preds['dataset']))
+    groups = {_run_key(*k): d for k, d in preds.groupby(RUN_KEYS, sort=False, dropna=False)}
     clean, out = preds[preds['perturbation'] == 'clean'], []
-    for key, d in preds.groupby(RUN_KEYS, sort=False, dropna=False):
+    for key in map(lambda r: _run_key(*r), runs) if runs is not None else groups:
+        d = groups.get(key, preds.iloc[:0])        # a run with no readable image still gets its (empty) rows
         t = metrics_table(d, threshold, keys=datasets, tuned=tuned, bootstrap=bootstrap, seed=seed)
-        t.insert(0, 'perturbation', key[0]); t.insert(1, 'level', key[1]); t.insert(2, 'setting', key[2])
+        t.insert(0, 'perturbation', key[0]); t.insert(1, 'level', np.nan if key[1] is None else key[1])
+        t.insert(2, 'setting', key[2])
         asr = [attack_success(d if k == 'all' else d[d['dataset'] == k], clean, key[2], threshold)
                if key[2] in ATTACKED else (float('nan'), 0) for k in t['dataset']]
         t['attack_success'], t['n_attacked'] = [a for a, _ in asr], [n for _, n in asr]
@@ -290,10 +300,11 @@ SUMMARY = ['perturbation', 'level', 'setting', 'dataset', 'n', 'accuracy', 'real
 
 class RobustnessResult:
     "Per-image predictions of a detector on clean, perturbed and attacked test images, and the tidy table made from them."
-    def __init__(self, preds, threshold, detector, unreadable, manifests, setting='both', bootstrap=0, seed=0, seconds=None):
+    def __init__(self, preds, threshold, detector, unreadable, manifests, setting='both', bootstrap=0, seed=0, seconds=None,
+                 runs=None):
         self.preds, self.threshold, self.detector, self.unreadable = preds, threshold, detector, unreadable
         self.manifests, self.setting, self.bootstrap, self.seed = manifests, setting, bootstrap, seed
-        self.seconds, self._table = seconds or {}, None
+        self.seconds, self.runs, self._table = seconds or {}, runs, None
 
     @property
     def datasets(self) -> list: return list(self.manifests)
@@ -303,7 +314,7 @@ class RobustnessResult:
         "One row per dataset (and 'all') × perturbation × level × setting, with every metric."
         if self._table is None:
             self._table = robustness_table(self.preds, self.threshold, self.detector.info.get('threshold'),
-                                           self.bootstrap, self.seed, self.datasets)
+                                           self.bootstrap, self.seed, self.datasets, self.runs)
         return self._table.copy()
 
     def summary(self, dataset=None) -> pd.DataFrame:
