@@ -7,7 +7,7 @@ Docs: https://aidetect.github.io/aidetect/robustness.html.md"""
 
 # %% ../nbs/25_robustness.ipynb #c949f296
 from __future__ import annotations
-import io, os, time, warnings, zlib
+import io, os, time, zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +19,8 @@ from PIL import Image, ImageFilter
 from .core import AidetectError, check_range
 from .images import BadImage, open_image
 from .dataset import POSITIVE, load_datasets, manifest_hash, preflight
-from .evaluate import (CI_COLUMNS, METRICS, PRED_COLUMNS, _named, as_detector, format_table, markdown_table, metrics_table,
-                               named_test_sets, plot_reliability, threshold_lines)
+from .evaluate import (CI_COLUMNS, METRICS, PRED_COLUMNS, _named, as_detector, format_table, markdown_table,
+                               metrics_table, named_test_sets, plot_reliability, threshold_lines)
 
 # %% auto #0
 __all__ = ['PERTURBATIONS', 'PERTURB_HELP', 'ATTACK_STEPS', 'SETTINGS', 'ATTACKED', 'RUN_KEYS', 'SUMMARY', 'Perturbation',
@@ -218,9 +218,20 @@ def _predict_run(det, run, ims, labels, seeds, x0, clean, fakes_only, bs, pool) 
     prep = lambda i: x0[i] if out[i] is ims[i] else det.prepare(out[i])   # untouched: its clean input
     return _predict(det, torch.stack(list(pool.map(prep, range(len(ims))))), bs)
 
-def robustness(model, datasets, perturb=None, fakes_only: bool = False, threshold: float = 0.5, bootstrap: int = 1000,
-               seed: int = 0, bs: int = 64, chunk: int = 256, workers: int | None = None, allow_pickle: bool = False,
-               device=None, progress: bool = True) -> 'RobustnessResult':
+def robustness(model,                       # a model path, `Detector` or fastai `Learner`
+               datasets,                    # test dataset folders: {name: folder} or a list (named after the folders)
+               perturb=None,                # a `--perturb` spec (string or list of items); None: all
+               fakes_only: bool = False,    # perturb only the AI images (setting 'fakes-only')
+               threshold: float = 0.5,      # P(AI) at or above which an image is called AI
+               bootstrap: int = 1000,       # resamples of source groups for the 95 % intervals (0: off)
+               seed: int = 0,               # seed of the noise and of the resampling
+               bs: int = 64,                # batch size
+               chunk: int = 256,            # images decoded and held in memory at a time
+               workers: int | None = None,  # threads that check, decode and perturb (default: up to 8)
+               allow_pickle: bool = False,  # allow loading a fastai .pkl (runs code from the file)
+               device=None,                 # cpu or cuda (default: cuda if available)
+               progress: bool = True,       # show progress bars
+              ) -> 'RobustnessResult':
     "Predict each test image clean and under each perturbation of `perturb` (a `--perturb` spec; None: all); a `RobustnessResult`."
     from tqdm.auto import tqdm
     check_range('threshold', threshold, 0, 1); check_range('bs', bs, 1); check_range('bootstrap', bootstrap, 0)
