@@ -1,4 +1,4 @@
-"""The command line: `aidetect train`, `eval`, `robustness`, `predict`, `explain`, `app` and `demo`.
+"""The command line: `aidetect audit`, `train`, `eval`, `robustness`, `predict`, `explain`, `app` and `demo`.
 
 Docs: https://aidetect.github.io/aidetect/cli.html.md"""
 
@@ -13,6 +13,7 @@ __all__ = ['COMMANDS', 'DESCRIPTION', 'EPILOG', 'main']
 
 # %% ../nbs/41_cli.ipynb #dae641ce
 COMMANDS = [
+    Command('audit', 'aidetect.audit:cli_audit', 'could file format, size or metadata alone tell real from AI?'),
     Command('train', 'aidetect.train:cli_train', 'train a detector on one or more datasets'),
     Command('eval', 'aidetect.evaluate:cli_eval', 'evaluate a detector on test datasets'),
     Command('robustness', 'aidetect.robustness:cli_robustness', 're-test a detector on perturbed (JPEG, resize, blur, ...) and attacked copies of test sets'),

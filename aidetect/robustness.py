@@ -16,7 +16,7 @@ from typing import Annotated, Callable
 import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
 from PIL import Image, ImageFilter
-from .core import AidetectError, check_range
+from .core import AidetectError, check_range, progress_bars
 from .images import BadImage, open_image
 from .dataset import POSITIVE, load_datasets, manifest_hash, preflight
 from .evaluate import (CI_COLUMNS, METRICS, PRED_COLUMNS, _named, as_detector, format_table, markdown_table,
@@ -244,7 +244,7 @@ def robustness(model,                       # a model path, `Detector` or fastai
     runs = [('clean', None, 'none')] + [(n, l, s) for n, l in ops
                                           for s in (ATTACKED if PERTURBATIONS[n].adversarial else [setting])]
     prob, seconds = {r: np.full(len(rows), np.nan) for r in runs}, dict.fromkeys([*runs, 'decode'], 0.0)
-    bar = tqdm(total=len(runs) * len(rows), desc='robustness', unit='image', disable=not progress, leave=False)
+    bar = tqdm(total=len(runs) * len(rows), desc='robustness', unit='image', disable=not progress_bars(progress), leave=False)
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
         for start in range(0, len(rows), chunk):   # a chunk at a time: each image decoded once, memory bounded
             t0, part = time.perf_counter(), rows.iloc[start:start + chunk]

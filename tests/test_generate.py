@@ -1,6 +1,7 @@
 """aidetect-gen variations: complete datasets, every input accounted for, reruns that change nothing."""
-import io
-import pandas as pd
+import hashlib, io
+import numpy as np, pandas as pd
+import pytest
 from PIL import Image
 from conftest import run_cli, noise_image
 from aidetect.dataset import read_manifest, read_rejected
@@ -29,28 +30,48 @@ def test_good_and_broken_inputs_are_all_accounted_for(photo_folder, tmp_path):
     assert '3 inputs rejected' in p.stderr
 
 
-def _run(src, out, backend):
+def _run(src, out, backend, **kw):
     from aidetect.gen.run import VariationJob, run_variations
-    return run_variations(VariationJob(src=str(src), out=str(out)), backend, progress=False, log=lambda m: None)
+    return run_variations(VariationJob(src=str(src), out=str(out), **kw), backend, progress=False, log=lambda m: None)
 
 
-def test_real_images_are_untouched_and_variants_are_saved_like_their_source(photo_folder, tmp_path, tiny_backend):
+def test_matched_groups_share_size_format_and_jpeg_tables(photo_folder, tmp_path, tiny_backend):
     out = tmp_path / 'ds'
     _run(photo_folder, out, tiny_backend)
     m = read_manifest(out)
+    assert len(m) == 12
+    for g, d in m.groupby('group'):
+        real, ai = d[d.label == 'real'].iloc[0], d[d.label == 'ai'].iloc[0]
+        src = (photo_folder / g).read_bytes()
+        assert real.source_sha256 == ai.source_sha256 == hashlib.sha256(src).hexdigest() and real.source_path == g
+        with Image.open(out / real.path) as r, Image.open(out / ai.path) as a, Image.open(io.BytesIO(src)) as s:
+            assert r.size == a.size == s.size and r.format == a.format == s.format        # small sources: no resize
+            assert getattr(r, 'quantization', None) == getattr(a, 'quantization', None) == getattr(s, 'quantization', None)
+            diff = np.abs(np.asarray(r.convert('RGB'), dtype=int) - np.asarray(s.convert('RGB'), dtype=int))
+            # the source's own pixels, re-encoded (noise at 4:2:0 is JPEG's worst case: chroma is resampled twice)
+            assert diff.max() == 0 if s.format == 'PNG' else diff.mean() < 12
+        assert (real['resample'], ai['resample']) == ('reencode', '')
+        assert ai.generator == 'tiny' and ai.steps == 3 and pd.notna(ai.seed) and ai.conditioning == 'card-bicubic-32'
+
+
+@pytest.mark.parametrize('policy', ['source', 'native'])
+def test_other_size_policies_keep_real_images_untouched(photo_folder, tmp_path, tiny_backend, policy):
+    out = tmp_path / 'ds'
+    _run(photo_folder, out, tiny_backend, size=32, size_policy=policy)
+    m = read_manifest(out)
     for _, r in m[m.label == 'real'].iterrows():
-        assert (out / r.path).read_bytes() == (photo_folder / r.group).read_bytes()
-    src_fmt = {r.group: (r.format, r.width, r.height) for _, r in m[m.label == 'real'].iterrows()}
+        assert (out / r.path).read_bytes() == (photo_folder / r.group).read_bytes() and r['resample'] == ''
+    src_size = {r.group: (r.width, r.height) for _, r in m[m.label == 'real'].iterrows()}
     for _, r in m[m.label == 'ai'].iterrows():
         with Image.open(out / r.path) as im:
-            assert (im.format, *im.size) == src_fmt[r.group]          # JPEG → JPEG, PNG → PNG, same size
-        assert r.generator == 'tiny' and r.steps == 3 and pd.notna(r.seed)
+            if policy == 'source': assert im.size == src_size[r.group] and r['resample'].endswith('up-lanczos')
+            else: assert max(im.size) == 32 and r['resample'] == ''
 
 
 def test_same_command_twice_gives_identical_datasets(photo_folder, tmp_path, tiny_backend):
     a, b = tmp_path / 'a', tmp_path / 'b'
     _run(photo_folder, a, tiny_backend); _run(photo_folder, b, tiny_backend)
-    files = lambda d: {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*') if p.is_file() and p.name != 'runs.jsonl'}
+    files = lambda d: {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*') if p.is_file() and p.name not in ('runs.jsonl', '.aidetect.lock')}   # a run's log and its lock are not data
     assert files(a) == files(b)
     before = files(a)
     s = _run(photo_folder, a, tiny_backend)                          # a rerun skips everything

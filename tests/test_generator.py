@@ -1,6 +1,5 @@
 """aidetect-gen beyond the happy path: odd images, crashes, batching, processes, safety blackouts, other sources."""
-import base64, io, json, os, signal, subprocess, sys, threading, time, zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import io, json, os, signal, subprocess, sys, time, zipfile
 from pathlib import Path
 
 import numpy as np, pandas as pd, torch
@@ -18,7 +17,7 @@ def _run(src, out, backend, **kw):
 
 
 def _files(d: Path) -> dict:
-    return {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*') if p.is_file() and p.name != 'runs.jsonl'}
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*') if p.is_file() and p.name not in ('runs.jsonl', '.aidetect.lock')}   # a run's log and its lock are not data
 
 
 def _accounted(src: Path, out: Path):
@@ -160,6 +159,54 @@ def test_two_processes_under_accelerate_make_one_whole_manifest(many_photos, tmp
     pd.testing.assert_frame_equal(m1.drop(columns='sha256'), m2.drop(columns='sha256'))   # same seeds, same files
 
 
+def _children(pid: int) -> list:
+    "Pids of the processes whose parent is `pid` (from /proc)."
+    out = []
+    for d in Path('/proc').iterdir():
+        if d.name.isdigit():
+            try: stat = (d / 'stat').read_text()
+            except OSError: continue
+            if int(stat.rsplit(')', 1)[1].split()[1]) == pid: out.append(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    "Is process `pid` running (zombies count as gone)?"
+    try: return (Path('/proc') / str(pid) / 'stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError: return False
+
+
+def test_a_second_writer_is_refused_at_once(many_photos, tmp_path):
+    out = tmp_path / 'ds'
+    first = subprocess.Popen(_gen_cmd(many_photos, out, '-q', '--steps', '8'), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / 'manifest.csv').exists(): time.sleep(0.05)
+        r = subprocess.run(_gen_cmd(many_photos, out, '-q'), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and f'being written by pid {first.pid}' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+        assert 'random weights' not in r.stderr    # refused before loading a model
+    finally: first.kill(); first.wait()
+    r = subprocess.run(_gen_cmd(many_photos, out, '-q'), capture_output=True, text=True)   # a killed writer's lock is taken over
+    assert r.returncode == 0 and len(read_manifest(out)) == 48, r.stderr
+
+
+def test_workers_stop_when_their_launcher_is_killed(many_photos, tmp_path):
+    out = tmp_path / 'ds'
+    cmd = [str(BIN / 'accelerate'), 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
+           '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'data_gen', *_gen_cmd(many_photos, out, '-q', '--steps', '8')[1:]]
+    launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, part = time.time() + 300, out / '.parts' / 'manifest.rank1.csv'
+    while time.time() < deadline and not part.exists(): time.sleep(0.1)   # both workers are writing
+    workers = _children(launcher.pid)   # torchrun's agent runs in the launcher; the workers are its children
+    assert len(workers) >= 2, workers
+    launcher.send_signal(signal.SIGKILL); launcher.wait()
+    t = time.time()
+    while time.time() - t < 15 and any(_alive(w) for w in workers): time.sleep(0.2)
+    assert not any(_alive(w) for w in workers) and time.time() - t < 10
+    r = subprocess.run(_gen_cmd(many_photos, out, '-q'), capture_output=True, text=True)   # and the rerun finishes the job
+    assert r.returncode == 0 and len(read_manifest(out)) == 48, r.stderr
+
+
 def test_safety_checker_blackouts_never_enter_the_dataset(photo_folder, tmp_path):
     from aidetect.gen.backends import SDBackend
     b = SDBackend('tiny', steps=2)
@@ -204,58 +251,6 @@ def test_retry_after_a_blackout_keeps_the_next_seed(photo_folder, tmp_path):
 
 # --- other sources of images -------------------------------------------------------------------------------------
 
-def _zip(path, names):
-    with zipfile.ZipFile(path, 'w') as z:
-        for i, n in enumerate(names):
-            b = io.BytesIO(); noise_image(16, 12, seed=i).save(b, 'PNG' if n.endswith('.png') else 'JPEG'); z.writestr(n, b.getvalue())
-        z.writestr('README.txt', 'about this dataset')
-    return path
-
-
-FIXTURES = {   # small zips shaped like each registered dataset's Kaggle download
-    'indoor': ['indoorCVPR_09/Images/airport_inside/airport_inside_0001.jpg', 'indoorCVPR_09/Images/bar/bar_0001.jpg',
-               'indoorCVPR_09/Images/bar/bar_0002.jpg', 'indoorCVPR_09annotations/Annotations/bar/x.jpg'],
-    'weather': ['dataset/dew/2208.jpg', 'dataset/fogsmog/4075.jpg', 'dataset/rainbow/0592.jpg'],
-    'comic': ['data/batman/batman_001.jpg', 'data/superman/superman_001.jpg', '__MACOSX/data/._x.jpg'],
-    'genimage-tiny': ['tiny_genimage/biggan/train/ai/1.png', 'tiny_genimage/biggan/train/nature/1.jpg',
-                      'tiny_genimage/midjourney/val/ai/2.png', 'tiny_genimage/midjourney/val/nature/3.jpg'],
-    'cifake': ['train/REAL/0001.jpg', 'train/FAKE/0001.jpg', 'test/REAL/0002.jpg', 'test/FAKE/1000 (2).jpg'],
-}
-EXPECTED = {
-    'indoor': ['airport_inside/airport_inside_0001.jpg', 'bar/bar_0001.jpg', 'bar/bar_0002.jpg'],
-    'weather': ['dew/2208.jpg', 'fogsmog/4075.jpg', 'rainbow/0592.jpg'],
-    'comic': ['batman/batman_001.jpg', 'superman/superman_001.jpg'],
-}
-
-
-@pytest.mark.parametrize('name', ['indoor', 'weather', 'comic'])
-def test_fetch_archive_lays_out_real_datasets(name, tmp_path):
-    from aidetect.gen.fetch import fetch
-    d = fetch(name, tmp_path / 'photos', archive=_zip(tmp_path / f'{name}.zip', FIXTURES[name]))
-    assert sorted(p.relative_to(d).as_posix() for p in d.rglob('*') if p.is_file()) == EXPECTED[name]
-
-
-@pytest.mark.parametrize('name', ['genimage-tiny', 'cifake'])
-def test_fetch_archive_makes_labelled_datasets(name, tmp_path):
-    from aidetect.gen.fetch import fetch
-    d = fetch(name, tmp_path / 'data', archive=_zip(tmp_path / f'{name}.zip', FIXTURES[name]))
-    m = read_manifest(d)
-    assert len(m) == 4 and (m.label == 'ai').sum() == 2
-    gens = set(m.loc[m.label == 'ai', 'generator'])
-    assert gens == ({'biggan', 'midjourney'} if name == 'genimage-tiny' else {'stable-diffusion-v1-4'})
-    assert (m.loc[m.label == 'real', 'generator'] == '').all()
-
-
-def test_fetch_cli(tmp_path):
-    z = _zip(tmp_path / 'weather.zip', FIXTURES['weather'])
-    run_cli('aidetect-gen', 'fetch', 'weather', '--to', tmp_path / 'photos', '--archive', z, check=0)
-    assert (tmp_path / 'photos' / 'weather' / 'dew' / '2208.jpg').exists()
-    p = run_cli('aidetect-gen', 'fetch', 'weather', '--to', tmp_path / 'p2', env={'HOME': str(tmp_path), 'KAGGLE_CONFIG_DIR': str(tmp_path)})
-    assert p.returncode == 2 and 'Kaggle credentials' in p.stderr and '--archive' in p.stderr and 'Traceback' not in p.stderr
-    p = run_cli('aidetect-gen', 'fetch', 'nope', '--to', tmp_path)
-    assert p.returncode == 2 and 'indoor' in p.stderr
-
-
 def test_import_pairs_by_stem_and_reports_orphans(tmp_path):
     from aidetect.gen.importer import import_variants
     real, var = tmp_path / 'real', tmp_path / 'dalle'
@@ -268,55 +263,9 @@ def test_import_pairs_by_stem_and_reports_orphans(tmp_path):
     assert (s.paired, s.orphans) == (3, 1)
     assert sorted(m.loc[m.label == 'ai', 'group']) == ['cat/a.jpg', 'cat/a.jpg', 'cat/b.jpg']
     assert rej.reason.tolist() == ['no-source'] and 'zzz' in rej.path[0]
-    ai = m[m.label == 'ai']
-    assert (ai.format == 'JPEG').all() and (ai.width == 40).all()   # saved like the source by default
-
-
-class _FakeOpenAI(BaseHTTPRequestHandler):
-    "Speaks the shape of POST /v1/images/variations; answers the first request with 429."
-    calls = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers['Content-Length']))
-        type(self).calls.append((self.path, self.headers.get('Authorization'), body))
-        if len(type(self).calls) == 1:
-            self._send(429, {'error': {'message': 'Rate limit reached', 'type': 'requests'}}, {'retry-after': '0'}); return
-        import email
-        msg = email.message_from_bytes(b'Content-Type: ' + self.headers['Content-Type'].encode() + b'\r\n\r\n' + body)
-        fields = {p.get_param('name', header='content-disposition'): p.get_payload(decode=True) for p in msg.get_payload()}
-        img = Image.open(io.BytesIO(fields['image']))
-        assert img.format == 'PNG' and img.size[0] == img.size[1]
-        size = int(fields['size'].decode().split('x')[0])
-        out = io.BytesIO(); noise_image(size, size, seed=len(type(self).calls)).save(out, 'PNG')
-        self._send(200, {'created': 0, 'data': [{'b64_json': base64.b64encode(out.getvalue()).decode()}]})
-
-    def _send(self, code, obj, headers=None):
-        data = json.dumps(obj).encode()
-        self.send_response(code); self.send_header('Content-Type', 'application/json')
-        for k, v in (headers or {}).items(): self.send_header(k, v)
-        self.send_header('Content-Length', str(len(data))); self.end_headers(); self.wfile.write(data)
-
-    def log_message(self, *a): pass
-
-
-def test_dalle2_backend_round_trips_through_a_local_server_with_a_429(photo_folder, tmp_path):
-    srv = ThreadingHTTPServer(('127.0.0.1', 0), _FakeOpenAI)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        from aidetect.gen.backends import OpenAIBackend
-        b = OpenAIBackend(api_key='sk-test', base_url=f'http://127.0.0.1:{srv.server_port}/v1', max_retries=3)
-        out = tmp_path / 'ds'
-        s = _run(photo_folder, out, b, size=256)
-        m = read_manifest(out)
-        assert s.done == 6 and (m.label == 'ai').sum() == 6
-        calls = _FakeOpenAI.calls
-        assert len(calls) == 7 and calls[0][0] == '/v1/images/variations'   # 6 images + the retried 429
-        assert calls[0][1] == 'Bearer sk-test' and b'dall-e-2' in calls[1][2]
-        ai = m[m.label == 'ai']
-        assert (ai.generator == 'dall-e-2').all() and ai.seed.isna().all()   # the API takes no seed: none recorded
-        assert set(ai.format) == {'JPEG', 'PNG'}                            # saved like their sources
-        assert _run(photo_folder, out, b, size=256).done == 0 and len(calls) == 7   # resumed: no new requests
-    finally: srv.shutdown()
+    # matched by default: the 40x30 photo and its 256 px square variations meet at the photo's centre square
+    assert (m.format == 'JPEG').all() and (m.width == 30).all() and (m.height == 30).all()
+    assert set(m.loc[m.label == 'real', 'resample']) == {'crop'} and set(m.loc[m.label == 'ai', 'resample']) == {'down-lanczos'}
 
 
 def test_changed_or_missing_files_are_redone_on_rerun(photo_folder, tmp_path, tiny_backend):

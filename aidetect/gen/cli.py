@@ -6,11 +6,12 @@ Docs: https://aidetect.github.io/aidetect/gen_cli.html.md"""
 
 # %% ../../nbs/17_gen_cli.ipynb #2a2e0460
 from __future__ import annotations
-import os, sys
+import os, sys, time
 from typing import Annotated
 from ..core import AidetectError
 from ..script import Command, run_cli
 from .pipeline import DEFAULT_MODEL, DEFAULT_REVISION, DEFAULT_GUIDANCE
+from .backends import OPENAI_MODEL
 
 # %% auto #0
 __all__ = ['COMMANDS', 'EPILOG', 'cli_variations', 'main']
@@ -27,10 +28,12 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                    device: str = None,   # cpu, cuda or cuda:N (default: cuda if available; under accelerate, its device)
                    dtype: Annotated[str, dict(choices=['fp16', 'bf16', 'fp32'])] = None,   # default: fp16 on CUDA, fp32 on CPU
                    safety_checker: bool = True,   # run the pipeline's safety checker (--no-safety-checker: load it without)
-                   openai_model: str = 'dall-e-2',   # image model of the OpenAI backend
+                   conditioning: Annotated[str, dict(choices=['card', 'processor'])] = 'card',   # card: the whole image, 224 px bicubic without antialiasing, as the model card says; processor: the pipeline's CLIPImageProcessor (centre crop)
+                   openai_model: str = OPENAI_MODEL,   # OpenAI image model, edited with --prompt. OpenAI removed dall-e-2 (and its variations endpoint) on 2026-05-12: it works only with a --base-url that still serves it; for DALL·E 2 images made before then, use `aidetect-gen import`
+                   prompt: str = None,   # the OpenAI backend's edit prompt (default: a fixed one asking for a new photo of the same scene); recorded in the manifest
                    base_url: str = None,   # OpenAI API base URL (default: OPENAI_BASE_URL or the official one)
                    requests_per_minute: float = None,   # rate limit for API requests
-                   api_retries: int = 5,   # retries with backoff on 429 and 5xx answers
+                   api_retries: int = 5,   # retries with backoff on 408, 409, 429 and 5xx answers and lost connections
                    n_per_image: int = 1,   # variations per source image
                    size: int = None,   # long side of generated images in px (default: the model's, 512)
                    batch_size: int = 4,   # images per pipeline call
@@ -38,29 +41,31 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                    limit: int = None,   # use only the first N sources (sorted)
                    per_category: int = None,   # use only the first N sources of each category
                    format: Annotated[str, dict(choices=['source', 'jpeg', 'png', 'webp'])] = 'source',   # 'source': each variation in its source's format and JPEG quality
-                   match_size: bool = True,   # resize each variation to its source's size (--no-match-size: keep the generated size)
+                   size_policy: Annotated[str, dict(choices=['matched', 'source', 'native'])] = 'matched',   # matched: real and AI images of a group the same size, no AI image upsampled; source: AI resized to its source's size; native: each its own size
                    domain: str = None,   # domain column (default: SRC's folder name)
                    generator: str = None,   # generator column and ai/ sub-folder (default: sd-image-variations, or tiny)
                    max_retries: int = 3,   # new seeds to try after a safety-checker blackout
                    Quiet: bool = False):   # no progress bar
     "Make image variations of every image under SRC into the aidetect dataset OUT (resumable: rerun after a crash)."
-    from aidetect.gen.backends import SDBackend, OpenAIBackend
+    from aidetect.gen.backends import SDBackend, OpenAIBackend, retired_on
     from aidetect.gen.distributor import Distributor
     from aidetect.gen.run import VariationJob, run_variations
     from aidetect.gen.plan import scan_sources
-    from aidetect.dataset import read_manifest, read_rejected
+    from aidetect.dataset import DatasetLock, read_manifest, read_rejected
     job = VariationJob(src=src, out=Out, n_per_image=n_per_image, size=size, batch_size=batch_size, seed=seed,
-                       limit=limit, per_category=per_category, format=format, match_size=match_size, domain=domain,
+                       limit=limit, per_category=per_category, format=format, size_policy=size_policy, domain=domain,
                        max_retries=max_retries)
     scan_sources(src)   # a missing SRC is reported before a model is loaded
+    if int(os.environ.get('RANK', '0')) == 0: DatasetLock(Out).acquire().release()   # so is a dataset being written
     dist = Distributor()
     if backend == 'openai':
-        b = OpenAIBackend(openai_model, base_url=base_url, max_retries=api_retries, per_minute=requests_per_minute,
+        b = OpenAIBackend(openai_model, prompt, base_url=base_url, max_retries=api_retries, per_minute=requests_per_minute,
                           generator=generator)
-        b.dims_for(1, 1, size or b.default_size)   # check --size now
+        if size and size > b.max_side: raise AidetectError(f'--size must be at most {b.max_side} for {openai_model}, got {size}')
+    elif prompt is not None: raise AidetectError('--prompt is for --backend openai: SD image variations take no prompt')
     else:
         b = SDBackend(model, revision, steps=steps, guidance=guidance, scheduler=scheduler, device=device or dist.device,
-                      dtype=dtype, generator=generator, safety_checker=safety_checker)
+                      dtype=dtype, generator=generator, safety_checker=safety_checker, conditioning=conditioning)
     if dist.is_main:
         how = f", {steps} steps, guidance {guidance}, {b.scheduler}" if backend == 'sd' else ''
         print(f"aidetect-gen: {b.generator} ({b.model}{' @ ' + b.revision if b.revision else ''}) on {b.device}{how}",
@@ -68,6 +73,10 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
         if model == 'tiny' and backend == 'sd':
             print('aidetect-gen: the tiny model has random weights: its images are noise, useful only to check the '
                   'machinery', file=sys.stderr)
+        if backend == 'openai' and (when := retired_on(openai_model)):   # served by a --base-url, or not retired yet
+            gone = when <= time.strftime('%Y-%m-%d')
+            print(f"aidetect-gen: OpenAI {'removed' if gone else 'removes'} {openai_model} from its API on {when}; "
+                  f"--openai-model {OPENAI_MODEL} is current", file=sys.stderr)
     s = run_variations(job, b, progress=False if Quiet else None, log=lambda m: print(m, file=sys.stderr))
     print(f'aidetect-gen{dist.tag}: {s}', file=sys.stderr)
     if dist.is_main and not s.interrupted:

@@ -1,6 +1,10 @@
-"""A registry of Kaggle datasets (Indoor Scene Recognition, Weather Image Recognition, Comic Books, and two that
-already hold AI images: GenImage-tiny and CIFAKE), fetched with the Kaggle API or from a downloaded zip and laid
-out the way `aidetect-gen variations` reads them.
+"""A registry of public datasets (Indoor Scene Recognition, Weather Image Recognition, Comic Books; and GenImage-tiny, CIFAKE and Synthbuster, which hold AI images already), fetched with the Kaggle API or from a downloaded archive and laid out for `aidetect-gen variations` or as aidetect datasets.
+
+Each registry entry says where a dataset comes from (a Kaggle slug, or a URL to download by hand), its licence, and
+how its archive is laid out. `kind='real'` datasets are photos by category, laid out as `DIR/NAME/<category>/...`
+for `aidetect-gen variations`; `kind='labeled'` ones hold real and AI images already and become aidetect datasets
+directly. Official splits are kept (in the manifest's `split` column, or for photo folders in a hidden
+`.aidetect-splits.csv` that `aidetect-gen variations` carries into its manifest).
 
 Docs: https://aidetect.github.io/aidetect/gen_fetch.html.md"""
 
@@ -8,35 +12,44 @@ Docs: https://aidetect.github.io/aidetect/gen_fetch.html.md"""
 
 # %% ../../nbs/16_gen_fetch.ipynb #92e2038d
 from __future__ import annotations
-import contextlib, io, json, os, shutil, sys, zipfile
-from dataclasses import dataclass, field, asdict
+import contextlib, csv, io, json, os, re, sys, zipfile
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-
-from ..core import AidetectError, write_bytes_atomic
-from ..images import BadImage, open_image
-from ..dataset import DatasetWriter, ai_path, merge_parts, read_manifest, real_path
 from typing import Annotated
+from ..core import AidetectError, atomic_path, sha256_bytes, write_bytes_atomic
+from ..images import BadImage, open_image
+from ..dataset import MANIFEST, SPLITS_FILE, DatasetLock, DatasetWriter, ai_path, merge_parts, read_all, real_path
 
 # %% auto #0
 __all__ = ['DATASETS', 'IMAGE_EXTS', 'DatasetSpec', 'register_dataset', 'user_registry_file', 'load_user_registry', 'get_dataset',
-           'registry_table', 'layout_real', 'layout_labeled', 'download_kaggle', 'fetch', 'cli_fetch']
+           'registry_table', 'below_root', 'layout_real', 'place_labeled', 'layout_labeled', 'download_kaggle', 'fetch',
+           'cli_fetch']
 
 # %% ../../nbs/16_gen_fetch.ipynb #5b7141da
 @dataclass
 class DatasetSpec:
-    "How to get one dataset from Kaggle and lay it out."
+    "Where one dataset comes from, its licence, and how its archive is laid out."
     name: str
-    slug: str
+    slug: str = ''                      # Kaggle owner/dataset
+    url: str = ''                       # where to download the archive by hand (datasets not on Kaggle)
     kind: str = 'real'                  # 'real' (photos by category) or 'labeled' (real and AI images)
     description: str = ''
+    licence: str = 'none stated'
     domain: str = ''
-    root: str = ''                      # only images under this folder of the zip
+    root: str = ''
+    splits: tuple = ()
+    split_lists: dict = field(default_factory=dict)
     label_dirs: dict = field(default_factory=dict)
+    default_label: str = ''
     generator: str = ''
     generator_level: int = 0
+    generator_names: dict = field(default_factory=dict)
+    group_by: str = 'path'
 
     @property
-    def url(self) -> str: return f'https://www.kaggle.com/datasets/{self.slug}'
+    def source(self) -> str:
+        "Where the archive comes from: the Kaggle page or the download page."
+        return f'https://www.kaggle.com/datasets/{self.slug}' if self.slug else self.url
 
 DATASETS: dict[str, DatasetSpec] = {}
 
@@ -44,23 +57,39 @@ def register_dataset(spec: DatasetSpec | None = None, **kwargs) -> DatasetSpec:
     "Add (or replace) a registry entry: `register_dataset(DatasetSpec(...))` or `register_dataset(name=..., slug=...)`."
     spec = spec or DatasetSpec(**kwargs)
     if spec.kind not in ('real', 'labeled'): raise AidetectError(f"{spec.name}: kind must be 'real' or 'labeled'")
-    if spec.slug.count('/') != 1: raise AidetectError(f"{spec.name}: slug must be 'owner/dataset', got {spec.slug!r}")
-    spec.domain = spec.domain or spec.name
+    if bool(spec.slug) == bool(spec.url): raise AidetectError(f"{spec.name}: give a Kaggle slug or a download url (one of them)")
+    if spec.slug and spec.slug.count('/') != 1: raise AidetectError(f"{spec.name}: slug must be 'owner/dataset', got {spec.slug!r}")
+    if spec.group_by not in ('path', 'name'): raise AidetectError(f"{spec.name}: group_by must be 'path' or 'name'")
+    spec.domain, spec.splits = spec.domain or spec.name, tuple(spec.splits)
     DATASETS[spec.name] = spec
     return spec
 
+# %% ../../nbs/16_gen_fetch.ipynb #a4d2ae8c
 register_dataset(name='indoor', slug='itsahmad/indoor-scenes-cvpr-2019', root='indoorCVPR_09/Images',
-                 description='Indoor Scene Recognition (MIT Indoor 67): 15,620 photos of 67 indoor scene types')
-register_dataset(name='weather', slug='jehanbhathena/weather-dataset',
+                 split_lists={'train': 'TrainImages.txt', 'test': 'TestImages.txt'},
+                 licence='none stated (MIT Indoor-67: web images for research)',
+                 description='Indoor Scene Recognition (MIT Indoor-67): 15,620 photos of 67 indoor scene types')
+register_dataset(name='weather', slug='jehanbhathena/weather-dataset', root='dataset', licence='CC0 (public domain)',
                  description='Weather Image Recognition: 6,862 photos of 11 weather types (dew, fog/smog, frost, ...)')
-register_dataset(name='comic', slug='cenkbircanoglu/comic-books-classification',
-                 description='Comic Books Images: pages and panels of comic books, one folder per title')
+register_dataset(name='comic', slug='cenkbircanoglu/comic-books-classification', root='comic books',
+                 splits=('train', 'test'), licence='none stated (scans of copyrighted comics: research use at your own risk)',
+                 description='Comic Books Classification: comic pages of 86 titles, train/test, one folder per title')
 register_dataset(name='genimage-tiny', slug='yangsangtai/tiny-genimage', kind='labeled', domain='genimage',
-                 label_dirs={'nature': 'real', 'ai': 'ai'}, generator_level=2,
-                 description='GenImage (tiny subset): ImageNet photos and images of 8 generators, per generator')
+                 label_dirs={'nature': 'real', 'ai': 'ai'}, generator_level=2, splits=('train', 'val'), group_by='name',
+                 generator_names={'imagenet_ai_0508_adm': 'adm', 'imagenet_ai_0419_biggan': 'biggan',
+                                  'imagenet_glide': 'glide', 'imagenet_midjourney': 'midjourney',
+                                  'imagenet_ai_0424_sdv5': 'sdv5', 'imagenet_ai_0419_vqdm': 'vqdm',
+                                  'imagenet_ai_0424_wukong': 'wukong'},
+                 licence='none stated (ImageNet photos: non-commercial research)',
+                 description='GenImage (tiny): ImageNet photos and images of 7 generators (ADM, BigGAN, GLIDE, Midjourney, SD 1.5, VQDM, Wukong)')
 register_dataset(name='cifake', slug='birdy654/cifake-real-and-ai-generated-synthetic-images', kind='labeled',
-                 label_dirs={'REAL': 'real', 'FAKE': 'ai'}, generator='stable-diffusion-v1-4',
-                 description='CIFAKE: 60k CIFAR-10 photos and 60k Stable Diffusion 1.4 images, 32x32')
+                 label_dirs={'REAL': 'real', 'FAKE': 'ai'}, generator='stable-diffusion-v1-4', splits=('train', 'test'),
+                 licence='MIT', description='CIFAKE: 60k CIFAR-10 photos and 60k Stable Diffusion 1.4 images, 32x32')
+register_dataset(name='synthbuster', url='https://zenodo.org/records/10066460', kind='labeled', root='synthbuster',
+                 label_dirs={'real_RAISE_1k': 'real'}, default_label='ai', group_by='name',
+                 licence='CC BY-NC-SA 4.0 (non-commercial); RAISE photos: non-commercial research',
+                 description='Synthbuster: 9,000 images from descriptions of RAISE-1k photos by DALL·E 2 and 3, Midjourney v5, '
+                             'Firefly, GLIDE and Stable Diffusion 1.3/1.4/2/XL; add the RAISE-1k photos (real_RAISE_1k.zip) to test on both classes')
 
 # %% ../../nbs/16_gen_fetch.ipynb #1d717fcd
 def user_registry_file() -> Path:
@@ -85,24 +114,47 @@ def get_dataset(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 def registry_table():
-    "The registry as a DataFrame."
+    "The registry as a DataFrame: name, kind, licence, where it comes from and what it is."
     import pandas as pd
     load_user_registry()
-    return pd.DataFrame([dict(name=s.name, kind=s.kind, slug=s.slug, description=s.description) for s in DATASETS.values()])
+    return pd.DataFrame([dict(name=s.name, kind=s.kind, licence=s.licence, source=s.source, description=s.description)
+                         for s in DATASETS.values()])
 
 # %% ../../nbs/16_gen_fetch.ipynb #47e450f5
 IMAGE_EXTS = {'.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.webp', '.gif', '.bmp', '.tif', '.tiff'}
 
+def below_root(path: str, root: str = '') -> tuple | None:
+    "The parts of archive member `path` below the folder(s) `root`, wherever `root` sits in the archive (None if not under it)."
+    parts, want = PurePosixPath(path).parts, PurePosixPath(root).parts if root else ()
+    for i in range(len(parts) - len(want)):
+        if parts[i:i + len(want)] == want: return parts[i + len(want):]
+    return None
+
 def _members(zf: zipfile.ZipFile, root: str = '') -> list:
-    "Image members of `zf` under `root`, sorted, without macOS resource forks and hidden files."
+    "(member, parts below `root`) for the image members of `zf`, sorted."
     out = []
     for m in zf.infolist():
         p = PurePosixPath(m.filename)
         if m.is_dir() or p.suffix.lower() not in IMAGE_EXTS: continue
         if any(x.startswith('.') or x == '__MACOSX' for x in p.parts): continue
-        if root and not str(p).startswith(root.rstrip('/') + '/'): continue
-        out.append(m)
-    return sorted(out, key=lambda m: m.filename)
+        rest = below_root(m.filename, root)
+        if rest: out.append((m, rest))
+    return sorted(out, key=lambda mr: mr[0].filename)
+
+# %% ../../nbs/16_gen_fetch.ipynb #40f4c7db
+def _split_of(parts: tuple, spec: DatasetSpec, listed: dict) -> tuple:
+    "(split, parts without the split folder) of an image's parts below the root."
+    for i, x in enumerate(parts[:-1]):
+        if x in spec.splits: return x, parts[:i] + parts[i + 1:]
+    return listed.get('/'.join(parts), ''), parts
+
+def _split_lists(zf: zipfile.ZipFile, spec: DatasetSpec) -> dict:
+    "{image path below the root: split} from the archive's split list files (`spec.split_lists`)."
+    out = {}
+    for split, name in spec.split_lists.items():
+        m = next((m for m in zf.namelist() if PurePosixPath(m).name == name), None)
+        if m: out.update({l.strip(): split for l in zf.read(m).decode('utf-8', 'replace').splitlines() if l.strip()})
+    return out
 
 def _copy_member(zf, m, dest: Path) -> bool:
     if dest.exists() and dest.stat().st_size == m.file_size: return False
@@ -110,55 +162,62 @@ def _copy_member(zf, m, dest: Path) -> bool:
     return True
 
 def layout_real(zf: zipfile.ZipFile, spec: DatasetSpec, dest: Path) -> int:
-    "Write the images of a 'real' dataset's zip to `dest/<category>/<image>`; returns how many are in place."
+    "Write the images of a 'real' dataset's zip to `dest/<category>/[<split>/]...`; returns how many are in place."
     members = _members(zf, spec.root)
     if not members: raise AidetectError(f"no images found in the archive{f' under {spec.root}/' if spec.root else ''}: "
-                                        f"is it the zip of {spec.url}?")
-    taken = set()
-    for m in members:
-        p = PurePosixPath(m.filename)
-        cat = p.parent.name if len(p.parts) > 1 else ''
-        name = p.name
-        if (cat, name.lower()) in taken:   # same name in two folders of one category (e.g. train/ and test/)
-            name = '_'.join(p.parts[:-2][-2:] + (p.name,)) or p.name
-        taken.add((cat, name.lower()))
-        _copy_member(zf, m, dest/cat/name if cat else dest/name)
+                                        f"is it the archive of {spec.source}?")
+    listed, splits = _split_lists(zf, spec), {}
+    for m, parts in members:
+        split, parts = _split_of(parts, spec, listed)
+        rel = '/'.join((parts[0], split, *parts[1:]) if split and spec.splits and len(parts) > 1 else parts)
+        _copy_member(zf, m, dest/rel)
+        if split: splits[rel] = split
+    if splits:
+        with atomic_path(dest/SPLITS_FILE) as tmp:
+            with open(tmp, 'w', newline='', encoding='utf-8') as f:
+                w = csv.writer(f, lineterminator='\n'); w.writerow(['path', 'split']); w.writerows(sorted(splits.items()))
     return len(members)
 
-# %% ../../nbs/16_gen_fetch.ipynb #b1eecfba
-def _label_of(spec: DatasetSpec, p: PurePosixPath):
-    "(label, generator, category, relative path without the label folder) for a labeled dataset's member, or None."
-    parts = p.parts
+# %% ../../nbs/16_gen_fetch.ipynb #4f8988b4
+def place_labeled(parts: tuple, spec: DatasetSpec) -> dict | None:
+    "Label, generator, split, group and dataset path of a labelled dataset's image (its `parts` below the root), or None to skip it."
     idx = [i for i, x in enumerate(parts[:-1]) if x in spec.label_dirs]
-    if not idx: return None
-    i = idx[-1]
-    label = spec.label_dirs[parts[i]]
-    sub = parts[i - spec.generator_level] if spec.generator_level and i >= spec.generator_level else ''
-    gen = '' if label == 'real' else (spec.generator or sub or 'unknown')
-    rest = [x for j, x in enumerate(parts) if j != i and not (spec.generator_level and j == i - spec.generator_level)]
-    return label, gen, sub, '/'.join(rest)
+    if idx: i = idx[-1]; label = spec.label_dirs[parts[i]]
+    elif spec.default_label and len(parts) > 1: i, label = len(parts) - 1, spec.default_label
+    else: return None
+    split = next((x for x in parts[:-1] if x in spec.splits), '')
+    raw = parts[i - spec.generator_level] if spec.generator_level and i >= spec.generator_level else parts[i - 1] if not idx else ''
+    gen = '' if label == 'real' else spec.generator or spec.generator_names.get(raw, raw) or 'unknown'
+    name = parts[-1]
+    rel = real_path(f'{split}/{name}' if split else name) if label == 'real' else ai_path(gen, f'{split}/{name}' if split else name)
+    group = PurePosixPath(name).stem if spec.group_by == 'name' else rel
+    return dict(label=label, generator=gen, split=split, group=group, path=rel)
 
+# %% ../../nbs/16_gen_fetch.ipynb #135653b9
 def layout_labeled(zf: zipfile.ZipFile, spec: DatasetSpec, dest: Path) -> int:
-    "Turn a 'labeled' dataset's zip into an aidetect dataset in `dest` (manifest.csv, rejected.csv)."
-    members = _members(zf, spec.root)
-    n = 0
+    "Turn a 'labeled' dataset's zip into an aidetect dataset in `dest` (manifest.csv, rejected.csv); returns its images."
+    shas = dict(zip(*read_all(dest)[['path', 'sha256']].to_numpy().T)) if (dest/MANIFEST).exists() else {}
     with DatasetWriter(dest) as w:
-        for m in members:
-            info = _label_of(spec, PurePosixPath(m.filename))
-            if info is None: continue
-            label, gen, cat, rest = info
-            rel = real_path(f'{cat}/{rest}' if cat else rest) if label == 'real' else ai_path(gen, rest)
-            if w.has(rel): n += 1; continue
-            data = zf.read(m)
+        for m, parts in _members(zf, spec.root):
+            p = place_labeled(parts, spec)
+            if p is None: continue
+            data = None
+            if p['path'] in shas:   # written by an earlier run, or this photo again under another generator's folder
+                if spec.group_by != 'name' or shas[p['path']] == sha256_bytes(data := zf.read(m)): continue
+                p['path'] = real_path('/'.join(x for x in (p['split'], *parts[:-1], parts[-1]) if x))   # same name, other bytes
+                if p['path'] in shas: continue
+            data = data if data is not None else zf.read(m)
             try: open_image(data)
             except BadImage as e: w.reject(m.filename, e.reason, e.detail); continue
-            w.write_file(rel, data, dict(label=label, group=rel, domain=spec.domain, category=cat, generator=gen))
-            n += 1
-    if n == 0: raise AidetectError(f'no images under folders named {sorted(spec.label_dirs)} in the archive of {spec.url}')
-    merge_parts(dest)   # a tidy, sorted manifest once complete
+            row = w.write_file(p['path'], data, dict(label=p['label'], group=p['group'], domain=spec.domain,
+                                                     split=p['split'], generator=p['generator'], source_path=m.filename))
+            shas[p['path']] = row['sha256']
+    n = len(merge_parts(dest))   # a tidy, sorted manifest once complete
+    if n == 0: raise AidetectError(f'no images found in the archive of {spec.source} (looked for folders named '
+                                   f'{sorted(spec.label_dirs)}{" under " + spec.root if spec.root else ""})')
     return n
 
-# %% ../../nbs/16_gen_fetch.ipynb #40f4c7db
+# %% ../../nbs/16_gen_fetch.ipynb #cbe949cb
 def download_kaggle(slug: str, dest: Path) -> Path:
     "Download Kaggle dataset `slug` as a zip into folder `dest` with the kaggle API; returns the zip's path."
     from kaggle.api.kaggle_api_extended import KaggleApi
@@ -185,11 +244,13 @@ def fetch(name: str, to, archive=None, keep_archive: bool = False) -> Path:
     if archive is not None:
         z = Path(archive)
         if not z.exists(): raise AidetectError(f'--archive {z} does not exist')
+    elif not spec.slug:
+        raise AidetectError(f'{name} is not on Kaggle: download its archive from {spec.url} (licence: {spec.licence}), '
+                            f'then pass it with --archive FILE')
     else: z = download_kaggle(spec.slug, Path(to)/'.downloads')
     try: zf = zipfile.ZipFile(z)
     except zipfile.BadZipFile: raise AidetectError(f'{z} is not a zip file (a partial download? delete it and retry)') from None
-    with zf:
-        n = (layout_real if spec.kind == 'real' else layout_labeled)(zf, spec, dest)
+    with zf, DatasetLock(dest): (layout_real if spec.kind == 'real' else layout_labeled)(zf, spec, dest)
     if archive is None and not keep_archive: z.unlink()
     return dest
 
@@ -197,11 +258,11 @@ def fetch(name: str, to, archive=None, keep_archive: bool = False) -> Path:
 def cli_fetch(name: Annotated[str, dict(opt=False, nargs='?')] = None,   # registered dataset name (see --list)
               to: str = None,   # folder to put the dataset in (as TO/NAME)
               archive: str = None,   # an already downloaded zip of the dataset
-              list: bool = False,   # show the registry and exit
+              list: bool = False,   # show the registry (with each dataset's licence) and exit
               keep_archive: bool = False):   # keep the downloaded zip in TO/.downloads
     "Get a registered dataset with the Kaggle API (or from a zip you downloaded) and lay it out for aidetect-gen."
     if list:
-        print(registry_table().to_string(index=False)); return 0
+        print(registry_table()[['name', 'kind', 'licence', 'source']].to_string(index=False)); return 0
     if not name or not to: raise AidetectError('fetch needs NAME and --to DIR (or --list)')
     d = fetch(name, to, archive, keep_archive)
-    print(f'aidetect-gen: {name} is in {d}', file=sys.stderr)
+    print(f'aidetect-gen: {name} is in {d} (licence: {get_dataset(name).licence})', file=sys.stderr)

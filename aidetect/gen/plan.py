@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from PIL import Image
 from ..core import AidetectError, walk_files
-from ..dataset import variant_path
+from ..dataset import real_path, variant_path
 
 # %% auto #0
-__all__ = ['Source', 'scan_sources', 'select_sources', 'variant_seed', 'stem_clashes', 'peek_size', 'Item', 'plan_batches',
-           'RunPlan', 'plan_run']
+__all__ = ['SIZE_POLICIES', 'Source', 'scan_sources', 'select_sources', 'variant_seed', 'stem_clashes', 'peek_size', 'Item',
+           'plan_batches', 'RunPlan', 'plan_run', 'generation_side', 'crop_to_aspect', 'group_size', 'fit']
 
 # %% ../../nbs/12_gen_plan.ipynb #b4a576cb
 @dataclass(frozen=True)
@@ -102,11 +102,12 @@ class RunPlan:
     order: list           # source rels in the order they are needed
     skipped: int = 0      # variations already done
 
-def plan_run(sources: list[Source], generator: str, n_per_image: int, batch_size: int, done: set, dims_for) -> RunPlan:
+def plan_run(sources: list[Source], generator: str, n_per_image: int, batch_size: int, done: set, dims_for,
+             real_ext: str = '') -> RunPlan:
     "The `RunPlan` of making `n_per_image` variations by `generator` of `sources`; `dims_for(w, h)` sizes a source."
     clashes = stem_clashes(sources)
     items = [Item(s, k, variant_path(s.rel, generator, k, '', s.rel not in clashes)) for s in sources for k in range(n_per_image)]
-    real_todo = {s.rel for s in sources if f'real/{s.rel}' not in done}
+    real_todo = {s.rel for s in sources if real_path(s.rel, real_ext) not in done}
     # sources with nothing left to do are not even opened; the rest are planned from their headers
     busy = {it.source.rel for it in items if it.key not in done} | real_todo
     dims = {}
@@ -119,3 +120,33 @@ def plan_run(sources: list[Source], generator: str, n_per_image: int, batch_size
     batches = [(d, b) for d, b in plan_batches(todo, dims, batch_size) if any(it.key not in done for it in b)]
     order = list(dict.fromkeys([it.source.rel for _, b in batches for it in b] + [s.rel for s in sources if s.rel in busy]))
     return RunPlan(batches, dims, real_todo, order, skipped=sum(it.key in done for it in items))
+
+# %% ../../nbs/12_gen_plan.ipynb #d6fd1e22
+SIZE_POLICIES = ('matched', 'source', 'native')
+
+def generation_side(width: int, height: int, size: int, policy: str = 'matched') -> int:
+    "The long side to generate a `width`x`height` source at: `size`, and never more than the source's own unless `policy` is 'source'."
+    return size if policy == 'source' else min(size, max(width, height))
+
+def crop_to_aspect(width: int, height: int, aspect_w: int, aspect_h: int) -> tuple:
+    "The largest centred box (left, top, right, bottom) of a `width`x`height` image with the aspect ratio `aspect_w`:`aspect_h`."
+    if width * aspect_h > height * aspect_w: cw, ch = round(height * aspect_w / aspect_h), height
+    else: cw, ch = width, round(width * aspect_h / aspect_w)
+    left, top = (width - cw) // 2, (height - ch) // 2
+    return left, top, left + cw, top + ch
+
+def group_size(source_size: tuple, generated_size: tuple) -> tuple:
+    "The size both images of a group are stored at under 'matched': the generated size, or the source's (cropped) size when it is smaller."
+    l, t, r, b = crop_to_aspect(*source_size, *generated_size)
+    return tuple(generated_size) if r - l >= generated_size[0] and b - t >= generated_size[1] else (r - l, b - t)
+
+# %% ../../nbs/12_gen_plan.ipynb #697614a4
+def fit(im: Image.Image, size: tuple) -> tuple:
+    "(`im` centre-cropped to the aspect ratio of `size` and resized to `size` with Lanczos, what was done: '' if nothing)."
+    box = crop_to_aspect(*im.size, *size)
+    done = ['crop'] if box != (0, 0, *im.size) else []
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    if (bw, bh) == tuple(size): return (im.crop(box) if done else im), '+'.join(done)
+    done.append(('down' if bw * bh > size[0] * size[1] else 'up') + '-lanczos')
+    # PIL's Lanczos resize widens its kernel by the scale factor when shrinking: an antialiased downscale
+    return im.resize(tuple(size), Image.LANCZOS, box=box), '+'.join(done)

@@ -11,20 +11,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path, PurePosixPath
 from PIL import Image
-from ..core import AidetectError, check_range
+from ..core import AidetectError, check_range, progress_bars, sha256_bytes
 from ..images import BadImage, open_image, source_style, EXTENSIONS
-from ..dataset import (MANIFEST, REJECTED, DatasetWriter, merge_parts, read_all, real_path, remove_temp_files,
+from ..dataset import (MANIFEST, REJECTED, DatasetLock, DatasetWriter, merge_parts, read_all, read_splits, real_path, remove_temp_files,
                               verified_rows)
 from .distributor import Distributor
-from .plan import Source, plan_run, scan_sources, select_sources, variant_seed
+from .plan import (SIZE_POLICIES, Source, fit, generation_side, group_size, plan_run, scan_sources,
+                               select_sources, variant_seed)
 
 # %% auto #0
-__all__ = ['FORMATS', 'BLACKOUT', 'VariationJob', 'RunSummary', 'tidy_dataset', 'finished', 'read_source', 'ReadAhead',
-           'generate_batch', 'BackgroundWriter', 'VariationRun', 'run_variations']
+__all__ = ['FORMATS', 'BLACKOUT', 'GIVEN_UP', 'VariationJob', 'RunSummary', 'tidy_dataset', 'finished', 'SourceRead',
+           'read_source', 'ReadAhead', 'generate_batch', 'BackgroundWriter', 'VariationRun', 'run_variations']
 
 # %% ../../nbs/14_gen_run.ipynb #d36dc393
 FORMATS = {'source': None, 'jpeg': 'JPEG', 'png': 'PNG', 'webp': 'WEBP'}
 BLACKOUT = 'safety-blackout'   # rejected.csv reason of a variation given up after repeated safety-checker flags
+GIVEN_UP = (BLACKOUT, 'safety-refusal')   # reasons of variations given up (not inputs that are unusable)
 
 @dataclass
 class VariationJob:
@@ -37,14 +39,16 @@ class VariationJob:
     seed: int = 0
     limit: int | None = None
     per_category: int | None = None
-    format: str = 'source'           # 'source' keeps each source's format (and JPEG quality)
-    match_size: bool = True          # resize each variation to its source's width x height
+    format: str = 'source'           # 'source' keeps each source's format (and JPEG tables)
+    size_policy: str = 'matched'     # how real and AI images of a group are sized: see `SIZE_POLICIES`
     domain: str | None = None        # default: the SRC folder's name
     max_retries: int = 3             # new seeds to try when the safety checker blacks an image out
     read_workers: int = 2
 
     def __post_init__(self):
         if self.format not in FORMATS: raise AidetectError(f"unknown --format {self.format!r}; use one of {list(FORMATS)}")
+        if self.size_policy not in SIZE_POLICIES:
+            raise AidetectError(f"unknown --size-policy {self.size_policy!r}; use one of {', '.join(SIZE_POLICIES)}")
         for k in ('n_per_image', 'batch_size', 'size', 'limit', 'per_category', 'read_workers'): check_range(k, getattr(self, k), 1)
         check_range('max_retries', self.max_retries, 0)
 
@@ -93,18 +97,33 @@ def tidy_dataset(out, log=print):
 def finished(out) -> tuple[set, set]:
     "(what is done: dataset paths and variant keys, given-up variations included; inputs rejected as unusable)."
     good, rej = read_all(out, MANIFEST), read_all(out, REJECTED)
-    done = set(good['path']) | set(rej.loc[rej['reason'] == BLACKOUT, 'path']) | \
+    given_up = rej['reason'].isin(GIVEN_UP)
+    done = set(good['path']) | set(rej.loc[given_up, 'path']) | \
         {str(PurePosixPath(p).with_suffix('')) for p in good['path'] if p.startswith('ai/')}
-    return done, set(rej.loc[rej['reason'] != BLACKOUT, 'path'])
+    return done, set(rej.loc[~given_up, 'path'])
 
 # %% ../../nbs/14_gen_run.ipynb #16616916
-def read_source(source: Source, backend, fmt: str | None = None):
-    "Bytes, decoded RGB image, save style and the backend's prepared input for one source (raises `BadImage`)."
+@dataclass
+class SourceRead:
+    "What the reader makes of a source: its size, save style, hash, the backend's input, and its real copy."
+    size: tuple
+    style: dict
+    sha256: str
+    cond: object
+    real: object = None       # the real copy: the source's bytes (untouched) or an image to save in `style`
+    real_resample: str = ''   # what the real copy's pixels went through
+
+def read_source(source: Source, backend, fmt: str | None = None, policy: str = 'matched', dims=None) -> SourceRead:
+    "Read, decode and prepare one source; under 'matched', also make its real copy at the group's size (raises `BadImage`)."
     data = source.path.read_bytes()
     im = open_image(data)
     style = source_style(io.BytesIO(data))
-    if fmt: style = dict(format=fmt, quality=None, subsampling=None)
-    return data, im, style, backend.prepare(im)
+    if fmt: style = dict(format=fmt, quality=None, subsampling=None, qtables=None, icc_profile=style['icc_profile'])
+    if policy == 'matched' and dims: real, how = fit(im, group_size(im.size, dims))
+    else: real, how = data, ''
+    # a matched real copy is always re-encoded, like its variations: same encoder, same tables, no EXIF
+    return SourceRead(im.size, style, sha256_bytes(data), backend.prepare(im), real,
+                      (how or 'reencode') if policy == 'matched' else '')
 
 class ReadAhead:
     "Runs `read(rel)` in `workers` threads for the sources in `order`, keeping `ahead` of them in flight."
@@ -124,7 +143,7 @@ class ReadAhead:
 
 # %% ../../nbs/14_gen_run.ipynb #2f27d9d2
 def generate_batch(backend, batch: list, conds: dict, dims: tuple, seed: int, max_retries: int, done: set = frozenset()):
-    "Yield (item, seed, image or None when given up after `max_retries` safety flags) for the items of `batch` not `done`."
+    "Yield (item, seed, `Variation`) for the items of `batch` not `done`; a flagged one only after `max_retries` retries."
     while batch:
         seeds = [variant_seed(seed, it.source.rel, it.k, it.attempt) for it in batch]
         outs = backend.generate([conds[it.source.rel] for it in batch], seeds, *dims)
@@ -132,7 +151,7 @@ def generate_batch(backend, batch: list, conds: dict, dims: tuple, seed: int, ma
         for it, s, v in zip(batch, seeds, outs):
             if it.key in done: continue
             if v.flagged and it.attempt < max_retries: retry.append(replace(it, attempt=it.attempt + 1)); continue
-            yield it, s, (None if v.flagged else v.image)
+            yield it, s, v
         batch = retry
 
 # %% ../../nbs/14_gen_run.ipynb #2410000b
@@ -166,8 +185,11 @@ class VariationRun:
     def __init__(self, job: VariationJob, backend, dist: Distributor, log=print):
         self.job, self.backend, self.dist, self.log = job, backend, dist, log
         self.meta = backend.describe()
-        self.fmt, self.size = FORMATS[job.format], job.size or backend.default_size
+        self.fmt, self.size, self.policy = FORMATS[job.format], job.size or backend.default_size, job.size_policy
+        # a matched real copy saved in another format than its source's gets that format's extension too
+        self.real_ext = EXTENSIONS[self.fmt] if self.fmt and self.policy == 'matched' else ''
         self.domain = job.domain or Path(job.src).resolve().name
+        self.splits = read_splits(job.src)   # official splits of the photos, when the folder came with them
         self.summary = RunSummary()
 
     def plan(self, sources: list[Source]):
@@ -176,41 +198,51 @@ class VariationRun:
         self.done, rejected_inputs = finished(self.job.out)
         mine = [s for s in self.dist.shard(sources) if s.rel not in rejected_inputs]
         self.by_rel = {s.rel: s for s in mine}
+        dims_for = lambda w, h: self.backend.dims_for(w, h, generation_side(w, h, self.size, self.policy))
         self.plan_ = plan_run(mine, self.meta['generator'], self.job.n_per_image, self.job.batch_size, self.done,
-                              lambda w, h: self.backend.dims_for(w, h, self.size))
+                              dims_for, self.real_ext)
         self.summary.skipped = self.plan_.skipped
         return self.plan_
 
-    def source(self, rel: str):
-        "The read source `rel` (size, style, prepared input), or None if unusable (recorded once, in rejected.csv)."
+    def source(self, rel: str) -> SourceRead | None:
+        "The read source `rel`, or None if unusable (recorded once, in rejected.csv); writes its real copy if missing."
         if rel in self.read: return self.read[rel]
         if rel in self.failed: return None
-        try: data, im, style, cond = self.reader.get(rel)
+        try: r = self.reader.get(rel)
         except (BadImage, OSError) as e:
             reason, detail = (e.reason, e.detail) if isinstance(e, BadImage) else ('unreadable', str(e))
             self.failed.add(rel); self.summary.rejected += 1
             self.writer.submit('reject', rel, reason, detail)
             return None
         if rel in self.plan_.real_todo:
-            s = self.by_rel[rel]
-            self.writer.submit('write_file', real_path(rel), data, dict(group=rel, domain=self.domain,
-                                                                        category=s.category, label='real'))
+            row = dict(group=rel, domain=self.domain, category=self.by_rel[rel].category, label='real',
+                       split=self.splits.get(rel, ''), resample=r.real_resample, source_path=rel, source_sha256=r.sha256)
+            path = real_path(rel, self.real_ext)
+            if isinstance(r.real, bytes): self.writer.submit('write_file', path, r.real, row)
+            else: self.writer.submit('write_image', path, r.real, r.style, row)
             self.summary.real += 1; self.plan_.real_todo.discard(rel)
-        self.read[rel] = (im.size, style, cond)
-        return self.read[rel]
+        r.real = None   # written (or not needed): let it go
+        self.read[rel] = r
+        return r
 
-    def write_variation(self, it, seed: int, image):
-        "Hand variation `it` (or its blackout, when `image` is None) to the writer."
-        if image is None:
+    def write_variation(self, it, seed: int, v, dims: tuple):
+        "Hand variation `it` (a `Variation` made at `dims`) to the writer, sized by the policy; a refusal to rejected.csv."
+        if v.flagged:
             self.summary.blacked_out += 1
-            self.writer.submit('reject', it.key, BLACKOUT, f'flagged by the safety checker {it.attempt + 1} times '
-                               f'(last seed {seed}); no variation kept')
+            why = v.detail or 'flagged by the safety checker'
+            self.writer.submit('reject', it.key, v.reason, f'{why} ({it.attempt + 1} times'
+                               + (f', last seed {seed}' if self.backend.seeded else '') + '); no variation kept')
             return
-        size, style, _ = self.read[it.source.rel]
-        img = image.resize(size, Image.LANCZOS) if self.job.match_size and image.size != size else image
+        image = v.image
+        r = self.read[it.source.rel]
+        if self.policy == 'matched': img, how = fit(image, group_size(r.size, dims))
+        elif self.policy == 'source': img, how = fit(image, r.size)
+        else: img, how = image, ''
         row = dict(group=it.source.rel, domain=self.domain, category=it.source.category, label='ai', **self.meta,
-                   seed=seed if self.backend.seeded else '')
-        self.writer.submit('write_image', it.key + EXTENSIONS.get(style['format'], '.png'), img, style, row)
+                   split=self.splits.get(it.source.rel, ''),
+                   seed=seed if self.backend.seeded else '', resample=how, source_path=it.source.rel,
+                   source_sha256=r.sha256)
+        self.writer.submit('write_image', it.key + EXTENSIONS.get(r.style['format'], '.png'), img, r.style, row)
         self.summary.done += 1
 
     def run(self, progress: bool | None = None) -> RunSummary:
@@ -219,19 +251,19 @@ class VariationRun:
         job, plan = self.job, self.plan_
         self.read, self.failed = {}, set()
         ahead = max(2 * job.batch_size, 8)   # read this many sources ahead: generation never waits on decoding
-        self.reader = ReadAhead(plan.order, lambda rel: read_source(self.by_rel[rel], self.backend, self.fmt),
-                                job.read_workers, ahead)
+        self.reader = ReadAhead(plan.order, lambda rel: read_source(self.by_rel[rel], self.backend, self.fmt,
+                                                                    self.policy, plan.dims.get(rel)), job.read_workers, ahead)
         self.writer = BackgroundWriter(DatasetWriter(job.out, rank=self.dist.rank if self.dist.world > 1 else None))
         todo = sum(it.key not in self.done for _, b in plan.batches for it in b)
         bar = tqdm(total=todo, unit='img', desc=f'variations{self.dist.tag}', dynamic_ncols=True, file=sys.stderr,
-                   disable=(not progress) if progress is not None else None)
+                   disable=not progress_bars(progress))   # a log or a pipe: the summary line only
         try:
             for bi, (dims, batch) in enumerate(plan.batches):
                 batch = [it for it in batch if self.source(it.source.rel) is not None]
-                conds = {rel: self.read[rel][2] for rel in {it.source.rel for it in batch}}
-                for it, seed, image in generate_batch(self.backend, batch, conds, dims, job.seed, job.max_retries, self.done):
+                conds = {rel: self.read[rel].cond for rel in {it.source.rel for it in batch}}
+                for it, seed, v in generate_batch(self.backend, batch, conds, dims, job.seed, job.max_retries, self.done):
                     self.summary.retried += it.attempt
-                    self.write_variation(it, seed, image); bar.update(1)
+                    self.write_variation(it, seed, v, dims); bar.update(1)
                 later = {it.source.rel for _, b in plan.batches[bi + 1:bi + 1 + ahead] for it in b}
                 for rel in [r for r in self.read if r not in later]: del self.read[rel]   # forget what no batch needs
             for rel in plan.order:   # sources needing only their real copy, or unreadable ones (to record why)
@@ -255,14 +287,22 @@ def run_variations(job: VariationJob, backend, progress: bool | None = None, log
     "Make `job.n_per_image` variations of every usable image in `job.src` into the dataset `job.out`."
     t0 = time.time()
     sources, dist, out = job.sources(), Distributor(), Path(job.out)
-    if dist.is_main: tidy_dataset(out, log)
-    dist.wait()
-    run = VariationRun(job, backend, dist, log)
-    run.plan(sources)
-    summary = run.run(progress)
-    dist.wait()
-    summary.elapsed = time.time() - t0
-    if dist.is_main and not summary.interrupted:
-        merged = merge_parts(out)
-        _append_log(out, job, run.meta, summary, dist.world, len(merged))
+    lock, err = None, None
+    if dist.is_main:   # the main process holds the dataset's lock for the whole run, on behalf of every process
+        try: lock = DatasetLock(out).acquire()
+        except AidetectError as e: err = str(e)
+    if (err := dist.share(err)): raise AidetectError(err)
+    try:
+        if dist.is_main: tidy_dataset(out, log)
+        dist.wait()
+        run = VariationRun(job, backend, dist, log)
+        run.plan(sources)
+        summary = run.run(progress)
+        dist.wait()
+        summary.elapsed = time.time() - t0
+        if dist.is_main and not summary.interrupted:
+            merged = merge_parts(out)
+            _append_log(out, job, run.meta, summary, dist.world, len(merged))
+    finally:
+        if lock: lock.release()
     return summary
