@@ -1,4 +1,4 @@
-"""The command line: `aidetect audit`, `train`, `eval`, `predict`, `explain`, `app` and `demo`.
+"""The command line: `aidetect audit`, `train`, `eval`, `robustness`, `predict`, `explain`, `app` and `demo`.
 
 Docs: https://aidetect.github.io/aidetect/cli.html.md"""
 
@@ -16,6 +16,7 @@ COMMANDS = [
     Command('audit', 'aidetect.audit:cli_audit', 'could file format, size or metadata alone tell real from AI?'),
     Command('train', 'aidetect.train:cli_train', 'train a detector on one or more datasets'),
     Command('eval', 'aidetect.evaluate:cli_eval', 'evaluate a detector on test datasets'),
+    Command('robustness', 'aidetect.robustness:cli_robustness', 're-test a detector on perturbed (JPEG, resize, blur, ...) and attacked copies of test sets'),
     Command('predict', 'aidetect.detector:cli_predict', 'P(AI) for image files or folders, as CSV'),
     Command('prepare', 'aidetect.prepare:cli_prepare', 'a copy of a dataset with its images shrunk once, for repeated experiments'),
     Command('explain', 'aidetect.explain:cli_explain', 'Grad-CAM overlays: where the detector looked'),

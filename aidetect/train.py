@@ -34,13 +34,13 @@ from fastcore.meta import delegates
 from typing import Annotated
 
 # %% auto #0
-__all__ = ['AUGMENTATIONS', 'ITEM_COLUMNS', 'DEFAULT_LR', 'DetectorImage', 'simple_cnn', 'resolve_arch', 'build_model',
-           'norm_stats', 'WeightsUnavailable', 'load_body_weights', 'CropBottom', 'RandomGaussianBlur',
+__all__ = ['AUGMENTATIONS', 'ITEM_COLUMNS', 'DEFAULT_LR', 'THRESHOLD_RULE', 'DetectorImage', 'simple_cnn', 'resolve_arch',
+           'build_model', 'norm_stats', 'WeightsUnavailable', 'load_body_weights', 'CropBottom', 'RandomGaussianBlur',
            'RandomGrayscale', 'RandomJPEG', 'CropResize', 'item_tfms', 'batch_tfms', 'draft_size', 'OpenImage',
            'detector_dblock', 'this_process', 'usable_rows', 'balance_weights', 'default_workers',
            'collate_channels_last', 'detector_dls', 'detector_metrics', 'precision_for', 'detector_learner',
-           'suggest_lr', 'epoch_lines', 'train_detector', 'training_summary', 'norm_of', 'detector_info',
-           'export_detector', 'cli_train']
+           'suggest_lr', 'epoch_lines', 'train_detector', 'training_summary', 'best_cut', 'validation_threshold',
+           'norm_of', 'detector_info', 'export_detector', 'cli_train']
 
 # %% ../nbs/20_train.ipynb #d2baffc7
 class DetectorImage(PILImage):
@@ -518,6 +518,32 @@ def training_summary(learn: Learner) -> str:
     ips = getattr(learn, 'images_seen', 0) / secs if secs else 0
     return f"best: {', '.join(parts)}; {secs:.0f}s, {ips:.1f} images/s (lr {getattr(learn, 'lr_used', float('nan')):.2e})"
 
+# %% ../nbs/20_train.ipynb #702269dd
+from sklearn.metrics import roc_curve
+
+THRESHOLD_RULE = 'maximises balanced accuracy on the validation split (ties: the cut nearest 0.5)'
+
+def best_cut(y_true, prob, rule: str = 'balanced_accuracy') -> tuple[float, float]:
+    "(threshold, score) of the P(AI) cut maximising `rule` ('balanced_accuracy' or 'accuracy') for 0/1 labels `y_true`."
+    y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
+    if len(y) == 0 or y.min() == y.max(): return float('nan'), float('nan')   # one class: no cut to choose
+    fpr, tpr, th = roc_curve(y, p, drop_intermediate=False)   # cut i: AI at p >= th[i]; th[0] = inf (nothing AI)
+    n_ai = y.sum()
+    score = (tpr + 1 - fpr) / 2 if rule == 'balanced_accuracy' else (tpr * n_ai + (1 - fpr) * (len(y) - n_ai)) / len(y)
+    cut = (np.where(np.isinf(th), 1.0, th) + np.r_[th[1:], 0.0]) / 2   # halfway to the next lower score
+    best = np.flatnonzero(score >= score.max() - 1e-12)
+    i = best[np.argmin(np.abs(cut[best] - 0.5))]
+    return float(cut[i]), float(score[i])
+
+def validation_threshold(learn: Learner) -> dict:
+    "`threshold` and `threshold_rule` for NAME.json: `best_cut` on `learn`'s validation split (None without both classes)."
+    if not len(learn.dls.valid_ds): return dict(threshold=None, threshold_rule='none: no validation split')
+    with learn.no_bar(), learn.no_logging(): prob, y = learn.get_preds(dl=learn.dls.valid)
+    pos = list(learn.dls.vocab).index('ai')
+    t, _ = best_cut((y == pos).numpy(), prob[:, pos].numpy())
+    if np.isnan(t): return dict(threshold=None, threshold_rule='none: the validation split lacks a class')
+    return dict(threshold=t, threshold_rule=THRESHOLD_RULE)
+
 # %% ../nbs/20_train.ipynb #0f7278c1
 def _git_commit() -> str | None:
     try: return subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, timeout=5,
@@ -554,6 +580,7 @@ def detector_info(learn: Learner) -> dict:
                 train_groups=list(dls.train_groups), valid_groups=list(dls.valid_groups),
                 lr=getattr(learn, 'lr_used', None), train_seconds=getattr(learn, 'train_seconds', None),
                 metrics={n: (None if v is None or not np.isfinite(float(v)) else float(v)) for n, v in zip(names, vals)},
+                **validation_threshold(learn),   # the cut evaluation reports beside 0.5
                 versions=_versions(), git_commit=_git_commit(), created=time.strftime('%Y-%m-%dT%H:%M:%S'))
 
 def export_detector(learn: Learner, out) -> dict:
