@@ -10,6 +10,7 @@ from __future__ import annotations
 import io, os, time, zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Callable
 
@@ -179,8 +180,8 @@ def predict_pixels(det, x: torch.Tensor, bs: int = 64) -> np.ndarray:
 SETTINGS = ('none', 'both', 'fakes-only', 'ai-to-real', 'real-to-ai')
 ATTACKED = {'ai-to-real': 'ai', 'real-to-ai': 'real'}   # attack setting -> the class it attacks
 
-def _decode(file):
-    try: return open_image(file)
+def _decode(file, draft=None):
+    try: return open_image(file, draft=draft)
     except BadImage as e: return f'{e.reason}: {e.detail}'
     except OSError as e: return f'unreadable: {e}'
 
@@ -254,7 +255,10 @@ def robustness(model,                       # a model path, `Detector` or fastai
             good = [i for i, im in enumerate(ims) if not isinstance(im, str)]
             idx = start + np.array(good, dtype=int)
             ims, labels, seeds = [ims[i] for i in good], part['label'].to_numpy()[good], part['image_seed'].to_numpy()[good]
-            x0 = torch.stack(list(pool.map(det.prepare, ims))) if ims else None
+            # the clean input is decoded as `aidetect eval` decodes it (JPEG draft where the model only shrinks), so the
+            # clean row equals eval's; perturbations start from the full decode, as the web would see the file
+            clean_ims = list(pool.map(partial(_decode, draft=det.draft), part['file'].to_numpy()[good])) if det.draft else ims
+            x0 = torch.stack(list(pool.map(det.prepare, [im if isinstance(c, str) else c for c, im in zip(clean_ims, ims)]))) if ims else None
             seconds['decode'] += time.perf_counter() - t0
             for run in runs:
                 t0 = time.perf_counter()

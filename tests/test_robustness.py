@@ -62,8 +62,10 @@ def test_clean_row_equals_aidetect_eval(reports):
     clean = rob[rob.perturbation == 'clean'].set_index('dataset')
     ev = pd.read_csv(reports / 'eval' / 'metrics.csv').set_index('dataset')
     cols = list(METRICS) + list(CI_COLUMNS)
+    # same inputs, same model; P(AI) can differ in float32's last digits because the two commands batch the images
+    # differently (CPU kernels' sums depend on the batch), so metrics built on P(AI) agree to ~1e-6, not bit for bit
     np.testing.assert_allclose(clean.loc[ev.index, cols].to_numpy(dtype=float), ev[cols].to_numpy(dtype=float),
-                               rtol=1e-9, atol=1e-12, equal_nan=True)
+                               rtol=0, atol=1e-5, equal_nan=True)
 
 
 def _sklearn_row(d, tuned):
