@@ -767,6 +767,10 @@ def lazy_generators(spec, model: str | None = None, log=None, **kw) -> list:
     from aidetect.gen.run import LazyBackend
     names = generator_names(spec)
     check_settings(len(names), model, *(kw.get(k) for k in ('revision', 'steps', 'strength', 'noise_level')))
+    for n in names:   # img2img runs int(steps * strength) steps: none is an error, better now than after the others ran
+        d = zoo_entry(n).defaults
+        if 'strength' in d and int((kw.get('steps') or d['steps']) * (kw.get('strength') or d['strength'])) < 1:
+            raise AidetectError(f"{n} would run no step: steps x strength must be at least 1; raise --steps or --strength")
     def make(name):
         b = load_generator(name, model, **kw)
         knobs = ', '.join(f'{k} {v}' for k, v in b.describe().items()
