@@ -18,7 +18,7 @@ def _run(src, out, backend, **kw):
 
 
 def _files(d: Path) -> dict:
-    return {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*') if p.is_file() and p.name != 'runs.jsonl'}
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*') if p.is_file() and p.name not in ('runs.jsonl', '.aidetect.lock')}
 
 
 def _accounted(src: Path, out: Path):
