@@ -24,10 +24,11 @@ __all__ = ['TOKENS', 'CLIP_MEAN', 'CLIP_STD', 'FLUX_TEXT', 'build_sd15_ipadapter
            'clip_vision', 'clip_text', 'sd_vae', 'sd_scheduler', 'safety_checker', 'sd_unet', 'ZooBackend',
            'UnCLIPBackend', 'KandinskyBackend', 'IPAdapterBackend', 'SDXLIPAdapterBackend', 'fitted_tensor',
            'Img2ImgBackend', 'SDXLImg2ImgBackend', 'VAERoundtripBackend', 'InpaintReconBackend', 'FluxReduxBackend',
-           'sd15_components', 'sdxl_components', 'write_ip_adapter', 'build_unclip', 'build_kandinsky', 'build_vae',
-           'build_inpaint', 'build_flux_redux', 'ZooEntry', 'register_generator', 'zoo_entry', 'zoo_preset_dir',
-           'generator_sources', 'download_help', 'native_size', 'load_generator', 'generator_names', 'check_settings',
-           'lazy_generators', 'generators_table', 'cli_generators', 'generator_datasets', 'cli_per_generator']
+           'sd15_components', 'sdxl_components', 'IPAdapterWeights', 'write_ip_adapter', 'save_parts', 'build_unclip',
+           'build_kandinsky', 'build_vae', 'build_inpaint', 'build_flux_redux', 'ZooEntry', 'register_generator',
+           'zoo_entry', 'zoo_preset_dir', 'generator_sources', 'download_help', 'native_size', 'load_generator',
+           'generator_names', 'check_settings', 'lazy_generators', 'generators_table', 'cli_generators',
+           'generator_datasets', 'cli_per_generator']
 
 # %% ../../nbs/18_gen_zoo.ipynb #098a0c46
 def tiny_clip_tokenizer(model_max_length: int = 77):
@@ -90,11 +91,11 @@ def sd_vae(size: str = 'tiny', **kw):
 
 def sd_scheduler(cls_name: str = 'PNDMScheduler', **kw):
     "A scheduler with Stable Diffusion's betas (scaled linear, 0.00085 to 0.012), as its checkpoints ship it."
-    import diffusers
+    import diffusers, torch
     base = dict(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', num_train_timesteps=1000, steps_offset=1)
     if cls_name in ('PNDMScheduler', 'DDIMScheduler'): base.update(set_alpha_to_one=False, clip_sample=False)
     if cls_name == 'PNDMScheduler': base.update(skip_prk_steps=True); base.pop('clip_sample')
-    return getattr(diffusers, cls_name)(**{**base, **kw})
+    with torch.device('cpu'): return getattr(diffusers, cls_name)(**{**base, **kw})   # its tables live on the CPU
 
 def safety_checker(kind: str = 'tiny'):
     "SD's `StableDiffusionSafetyChecker` on a CLIP vision tower of `kind`'s size (random weights never flag)."
@@ -419,8 +420,20 @@ def sdxl_components(size: str = 'tiny') -> dict:
                 scheduler=sd_scheduler('EulerDiscreteScheduler', timestep_spacing='leading', interpolation_type='linear'),
                 image_encoder=None, feature_extractor=None, force_zeros_for_empty_prompt=True)
 
+@dataclass
+class IPAdapterWeights:
+    "A random basic IP-Adapter for `unet`, saved in `h94/IP-Adapter`'s layout: `subfolder/weight_name` and `subfolder/image_encoder/`."
+    unet: object
+    image_encoder: object
+    subfolder: str
+    weight_name: str
+    seed: int = 0
+
+    def parameters(self): return self.image_encoder.parameters()   # the adapter's own weights are a few percent of it
+    def save_pretrained(self, folder): write_ip_adapter(self.unet, self.image_encoder, folder, self.subfolder, self.weight_name, self.seed)
+
 def write_ip_adapter(unet, image_encoder, folder, subfolder: str, weight_name: str, seed: int = 0):
-    "A random basic IP-Adapter for `unet` in `h94/IP-Adapter`'s layout: `subfolder/weight_name` and `subfolder/image_encoder/`."
+    "Write random basic IP-Adapter weights for `unet` and `image_encoder` in `h94/IP-Adapter`'s layout under `folder`."
     import torch
     from safetensors.torch import save_file
     g = torch.Generator().manual_seed(seed)
@@ -439,8 +452,13 @@ def write_ip_adapter(unet, image_encoder, folder, subfolder: str, weight_name: s
     image_encoder.save_pretrained(d/'image_encoder')
 
 # %% ../../nbs/18_gen_zoo.ipynb #c93a559d
-def build_unclip(size: str, folder):
+def save_parts(parts: dict, folder):
+    "Save each of `parts` ({path below `folder`: object}) with its `save_pretrained`."
+    for rel, obj in parts.items(): obj.save_pretrained(Path(folder)/rel)
+
+def build_unclip(size: str) -> dict:
     "SD 2.1 unCLIP (OpenCLIP ViT-H/14 image encoder and text encoder, v-prediction)."
+    import torch
     from diffusers import DDPMScheduler, StableUnCLIPImg2ImgPipeline
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
     kind = 'tiny' if size == 'tiny' else 'H'
@@ -448,17 +466,17 @@ def build_unclip(size: str, folder):
     emb = enc.config.projection_dim
     unet = sd_unet(size, 'sd2', class_embed_type='projection', projection_class_embeddings_input_dim=2 * emb,
                    upcast_attention=True, **({} if size == 'tiny' else dict(sample_size=96)))
-    StableUnCLIPImg2ImgPipeline(
+    with torch.device('cpu'): noising = DDPMScheduler(beta_schedule='squaredcos_cap_v2')   # as the real repo's
+    return {'': StableUnCLIPImg2ImgPipeline(
         feature_extractor=proc, image_encoder=enc, image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=emb),
-        image_noising_scheduler=DDPMScheduler(beta_schedule='squaredcos_cap_v2'), tokenizer=tiny_clip_tokenizer(),
+        image_noising_scheduler=noising, tokenizer=tiny_clip_tokenizer(),
         text_encoder=clip_text(kind), unet=unet, scheduler=sd_scheduler('DDIMScheduler', prediction_type='v_prediction'),
-        vae=sd_vae(size)).save_pretrained(folder)
+        vae=sd_vae(size))}
 
-def build_kandinsky(size: str, folder):
+def build_kandinsky(size: str) -> dict:
     "Kandinsky 2.2: the prior's image encoder (OpenCLIP ViT-bigG/14) and processor, and the decoder (UNet, MoVQ)."
-    from diffusers import DDPMScheduler, KandinskyV22Pipeline, UNet2DConditionModel, VQModel
+    from diffusers import KandinskyV22Pipeline, UNet2DConditionModel, VQModel
     enc, proc = clip_vision('tiny' if size == 'tiny' else 'bigG')
-    enc.save_pretrained(Path(folder)/'prior'/'image_encoder'); proc.save_pretrained(Path(folder)/'prior'/'image_processor')
     blocks = dict(down_block_types=('ResnetDownsampleBlock2D', 'SimpleCrossAttnDownBlock2D'),
                   up_block_types=('SimpleCrossAttnUpBlock2D', 'ResnetUpsampleBlock2D'))
     if size == 'tiny':
@@ -480,47 +498,47 @@ def build_kandinsky(size: str, folder):
                                 resnet_time_scale_shift='scale_shift', class_embed_type=None, **unet)
     # MoVQ's SpatialNorm is a GroupNorm(32): every channel count is a multiple of 32
     movq = VQModel(in_channels=3, out_channels=3, latent_channels=4, vq_embed_dim=4, norm_type='spatial', **movq)
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule='linear', beta_start=0.00085, beta_end=0.012,
-                              clip_sample=False, steps_offset=1, prediction_type='epsilon', thresholding=False)
-    KandinskyV22Pipeline(unet=unet.eval(), scheduler=scheduler, movq=movq.eval()).save_pretrained(Path(folder)/'decoder')
+    scheduler = sd_scheduler('DDPMScheduler', beta_schedule='linear', clip_sample=False, prediction_type='epsilon')
+    return {'prior/image_encoder': enc, 'prior/image_processor': proc,
+            'decoder': KandinskyV22Pipeline(unet=unet.eval(), scheduler=scheduler, movq=movq.eval())}
 
 def _ip_adapter_builder(xl: bool):
-    def build(size: str, folder):
+    def build(size: str) -> dict:
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
         pipe = (StableDiffusionXLPipeline(**sdxl_components(size), add_watermarker=False) if xl
                 else StableDiffusionPipeline(**sd15_components(size)))
-        pipe.save_pretrained(Path(folder)/'pipeline')
         enc = clip_vision('tiny' if size == 'tiny' else 'bigG' if xl else 'H')[0]
         b = SDXLIPAdapterBackend if xl else IPAdapterBackend
-        write_ip_adapter(pipe.unet, enc, Path(folder)/'adapter', b.adapter_folder, b.weight_name)
+        return {'pipeline': pipe, 'adapter': IPAdapterWeights(pipe.unet, enc, b.adapter_folder, b.weight_name)}
     build.__doc__ = f"{'SDXL' if xl else 'SD 1.5'} and a basic IP-Adapter (OpenCLIP {'ViT-bigG' if xl else 'ViT-H'}/14 image encoder)."
+    build.__name__ = build.__qualname__ = f"build_{'sdxl' if xl else 'sd15'}_ipadapter"
     return build
 
 def _img2img_builder(xl: bool):
-    def build(size: str, folder):
+    def build(size: str) -> dict:
         from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
-        pipe = (StableDiffusionXLImg2ImgPipeline(**sdxl_components(size), requires_aesthetics_score=False, add_watermarker=False)
-                if xl else StableDiffusionImg2ImgPipeline(**sd15_components(size)))
-        pipe.save_pretrained(folder)
+        return {'': StableDiffusionXLImg2ImgPipeline(**sdxl_components(size), requires_aesthetics_score=False, add_watermarker=False)
+                if xl else StableDiffusionImg2ImgPipeline(**sd15_components(size))}
     build.__doc__ = f"{'SDXL base' if xl else 'SD 1.5'} as an img2img pipeline."
+    build.__name__ = build.__qualname__ = f"build_{'sdxl' if xl else 'sd15'}_img2img"
     return build
 
 build_sd15_ipadapter, build_sdxl_ipadapter = _ip_adapter_builder(False), _ip_adapter_builder(True)
 build_sd15_img2img, build_sdxl_img2img = _img2img_builder(False), _img2img_builder(True)
 
-def build_vae(size: str, folder):
+def build_vae(size: str) -> dict:
     "Stable Diffusion's VAE (`AutoencoderKL`), as a model folder."
-    sd_vae(size).save_pretrained(folder)
+    return {'': sd_vae(size)}
 
-def build_inpaint(size: str, folder):
+def build_inpaint(size: str) -> dict:
     "SD 2 inpainting: a 9-channel UNet (noisy latents, mask, masked-image latents), OpenCLIP ViT-H/14 text encoder, no safety checker."
     from diffusers import StableDiffusionInpaintPipeline
     kind = 'tiny' if size == 'tiny' else 'H'
-    StableDiffusionInpaintPipeline(unet=sd_unet(size, 'sd2', in_channels=9), vae=sd_vae(size), text_encoder=clip_text(kind),
-                                   tokenizer=tiny_clip_tokenizer(), scheduler=sd_scheduler('PNDMScheduler'), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False).save_pretrained(folder)
+    return {'': StableDiffusionInpaintPipeline(
+        unet=sd_unet(size, 'sd2', in_channels=9), vae=sd_vae(size), text_encoder=clip_text(kind), tokenizer=tiny_clip_tokenizer(),
+        scheduler=sd_scheduler('PNDMScheduler'), safety_checker=None, feature_extractor=None, requires_safety_checker=False)}
 
-def build_flux_redux(size: str, folder):
+def build_flux_redux(size: str) -> dict:
     "FLUX.1 Redux (SigLIP so400m, the Redux embedder) and FLUX.1-dev (transformer, VAE), without text encoders."
     import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxPriorReduxPipeline, FluxTransformer2DModel
@@ -536,8 +554,8 @@ def build_flux_redux(size: str, folder):
     # the embedder projects into T5's 4096 features whatever the size (the pipeline's zero text prompt is 512 x 4096):
     # a 12288 x 4096 layer even in the tiny preset, stored in fp16 there to halve its 200 MB
     embedder = ReduxImageEncoder(redux_dim=sig['hidden_size'], txt_in_features=4096).eval()
-    FluxPriorReduxPipeline(image_encoder=SiglipVisionModel(SiglipVisionConfig(**sig)).eval(), feature_extractor=proc,
-                           image_embedder=embedder.to(torch.float16) if tiny else embedder).save_pretrained(Path(folder)/'redux')
+    redux = FluxPriorReduxPipeline(image_encoder=SiglipVisionModel(SiglipVisionConfig(**sig)).eval(), feature_extractor=proc,
+                                   image_embedder=embedder.to(torch.float16) if tiny else embedder)
     tr = (dict(in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
                axes_dims_rope=(4, 4, 8)) if tiny else dict(in_channels=64, num_layers=19, num_single_layers=38,
                                                            attention_head_dim=128, num_attention_heads=24, axes_dims_rope=(16, 56, 56)))
@@ -552,7 +570,7 @@ def build_flux_redux(size: str, folder):
                                                 base_image_seq_len=256, max_image_seq_len=4096)
     transformer = FluxTransformer2DModel(patch_size=1, joint_attention_dim=4096, pooled_projection_dim=768,
                                          guidance_embeds=True, **tr).eval()
-    FluxPipeline(transformer=transformer, vae=vae, scheduler=scheduler, **FLUX_TEXT).save_pretrained(Path(folder)/'pipeline')
+    return {'redux': redux, 'pipeline': FluxPipeline(transformer=transformer, vae=vae, scheduler=scheduler, **FLUX_TEXT)}
 
 # %% ../../nbs/18_gen_zoo.ipynb #02438cd5
 KINDS = ('generation', 'reconstruction')
@@ -568,7 +586,7 @@ class ZooEntry:
     native: int           # px: the resolution it was trained at
     conditioning: str     # how the photo is fed, as its card or pipeline states
     backend: type
-    build: Callable       # build(size, folder): a 'tiny' or 'full' random-weight preset of the same classes
+    build: Callable       # build(size) -> {folder: part}: a 'tiny' or 'full' random-weight preset of the same classes
     defaults: dict = field(default_factory=dict)   # steps, guidance, scheduler, strength, noise_level: those that apply
     include: dict = field(default_factory=dict)    # role -> the files of its repo it needs, for `hf download --include`
     note: str = ''
@@ -649,7 +667,7 @@ def zoo_preset_dir(name: str, preset: str = 'tiny') -> Path:
     try:
         import torch
         torch.manual_seed(0)
-        e.build(PRESETS[preset], tmp)
+        save_parts(e.build(PRESETS[preset]), tmp)
         tmp.rename(dest)
     except OSError:
         if not dest.exists(): raise   # else another process finished it first
