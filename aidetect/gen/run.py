@@ -353,7 +353,10 @@ def run_variations(job: VariationJob, backend, progress: bool | None = None, log
         for b in backends:   # one after the other: one model in memory at a time
             t = time.time()
             run = VariationRun(job, b, dist, log, size)
-            run.plan(sources)
+            try: run.plan(sources)   # may load a model: Ctrl-C there stops the run as cleanly as during generation
+            except KeyboardInterrupt:
+                log('\ninterrupted while loading a model; rerun the same command to continue')
+                summaries.append(RunSummary(interrupted=True)); break
             summaries.append(s := run.run(progress))
             s.elapsed = time.time() - t
             metas.append(run.meta)
