@@ -3,10 +3,16 @@
 Modules:
 
 - `aidetect.app`: `aidetect app`: a Gradio app that answers P(AI), shows where the detector looked (Grad-CAM) and which model answered, for one or several safely loaded detectors.
+- `aidetect.audit`: Could a model that never looks at pixels tell real from AI in a dataset? File format, size, JPEG settings and metadata, per class, and a metadata-only classifier with a bootstrap interval.
+- `aidetect.dataset`: One home for what a dataset is: its layout, its `manifest.csv` and `rejected.csv`, writing them durably, verifying, merging per-process parts, and loading several datasets for training.
 - `aidetect.demo`: Real photos from scikit-image's samples, tiny random-weight image variations, a ResNet34 trained from scratch, and a cross-domain evaluation: `aidetect demo`.
 - `aidetect.detector`: Load a detector from its safe `.safetensors` + `.json` pair (no pickle), and predict P(AI) for image files, streamed in batches.
 - `aidetect.evaluate`: Run a detector over test datasets; one tidy table of metrics (AI is the positive class), per-category breakdowns, confusion matrices, the most confident mistakes, an interactive widget, and train × test transfer tables.
 - `aidetect.explain`: Grad-CAM heatmaps for the AI class at any layer (pytorch-grad-cam), overlays, galleries of an evaluation's most confident mistakes and hits, and `aidetect explain`.
+- `aidetect.gen.distributor`: Split a run deterministically across the processes `accelerate launch` starts (one per GPU).
+- `aidetect.gen.fetch`: A registry of public datasets (Indoor Scene Recognition, Weather Image Recognition, Comic Books; and GenImage-tiny, CIFAKE and Synthbuster, which hold AI images already), fetched with the Kaggle API or from a downloaded archive and laid out for `aidetect-gen variations` or as aidetect datasets.
+- `aidetect.gen.importer`: DALL·E 2 images downloaded by hand, or any other generator's output: pair each with its source photo by file name and make an aidetect dataset.
+- `aidetect.images`: Open anything a photo folder can hold as RGB, or say exactly why not; save a variation the way its source was saved.
 - `aidetect.train`: One line from a dataset folder to a trained fastai `Learner`: DataBlock over manifest rows, split by group, `vision_learner`, `lr_find`, `fine_tune`, and a safe export."""
 
 __version__ = "0.1.0"

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os, sys, time
 from pathlib import Path
 
-from .core import AidetectError
+from .core import AidetectError, check_range
 from .images import BadImage, open_image
 from .detector import Detector, load_detector, model_files
 
 # %% auto #0
-__all__ = ['DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_MB', 'ModelStore', 'detect', 'make_app', 'serve', 'cli_app']
+__all__ = ['DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_MB', 'DEFAULT_MIN_SIDE', 'WHY', 'ModelStore', 'check_upload', 'detect', 'preview',
+           'make_app', 'serve', 'cli_app']
 
 # %% ../nbs/24_app.ipynb #4c733e11
 def _display_name(p, paths) -> str:
@@ -59,60 +60,101 @@ class ModelStore:
                 f"({i.get('n_train', '?')} images), {i.get('created', 'date unknown')[:10]}.")
 
 # %% ../nbs/24_app.ipynb #c82f8f00
-DEFAULT_MAX_PIXELS, DEFAULT_MAX_MB = 40_000_000, 20
+DEFAULT_MAX_PIXELS, DEFAULT_MAX_MB, DEFAULT_MIN_SIDE = 40_000_000, 20, 32
+WHY = {'empty-file': 'the file is empty', 'not-an-image': 'this is not an image file I can read',
+       'truncated': 'the image file is truncated (incomplete download?)',
+       'decompression-bomb': 'the image is far too large (decompression bomb guard)'}
 
-def detect(file, model: str, store: ModelStore, max_pixels: int = DEFAULT_MAX_PIXELS, max_mb: float = DEFAULT_MAX_MB,
-           layer=None):
-    "(label probabilities, Grad-CAM overlay or None, verdict markdown, model markdown) for the uploaded `file`."
-    from aidetect.explain import gradcam, overlay
-    info = store.describe(model)
-    if file is None: return {}, None, 'Upload an image to check it.', info
+def check_upload(file, max_pixels: int = DEFAULT_MAX_PIXELS, max_mb: float = DEFAULT_MAX_MB,
+                 min_side: int = DEFAULT_MIN_SIDE) -> tuple:
+    "(RGB image, '') for an upload that can be checked, else (None, markdown saying why not)."
+    if file is None: return None, 'Upload an image to check it.'
     path = Path(getattr(file, 'name', file))
     size_mb = path.stat().st_size / 2**20 if path.exists() else 0
-    if size_mb > max_mb:
-        return {}, None, f'**Not checked**: the file is {size_mb:.1f} MB; the limit is {max_mb:g} MB.', info
+    if size_mb > max_mb: return None, f'**Not checked**: the file is {size_mb:.1f} MB; the limit is {max_mb:g} MB.'
     try: im = open_image(path, max_pixels=max_pixels)
     except BadImage as e:
-        why = {'empty-file': 'the file is empty', 'not-an-image': 'this is not an image file I can read',
-               'truncated': 'the image file is truncated (incomplete download?)',
-               'decompression-bomb': 'the image is far too large (decompression bomb guard)',
-               'too-large': f'the image has more than {max_pixels:,} pixels'}.get(e.reason, e.reason)
-        return {}, None, f'**Not checked**: {why}.', info
+        why = {**WHY, 'too-large': f'the image has more than {max_pixels:,} pixels'}.get(e.reason, e.reason)
+        return None, f'**Not checked**: {why}.'
+    if min(im.size) < min_side:
+        return None, (f'**Not checked**: the image is {im.width}×{im.height} px; it needs at least {min_side} px on '
+                      'each side for the detector to see anything.')
+    return im, ''
+
+def detect(file, model: str, store: ModelStore, max_pixels: int = DEFAULT_MAX_PIXELS, max_mb: float = DEFAULT_MAX_MB,
+           layer=None, min_side: int = DEFAULT_MIN_SIDE):
+    "(label probabilities, Grad-CAM panel or None, verdict markdown, model markdown) for the uploaded `file`."
+    from aidetect.explain import describe_layer, find_layer, flat_map, gradcam, gradcam_panel, seen_box
+    info = store.describe(model)
+    im, why = check_upload(file, max_pixels, max_mb, min_side)
+    if im is None: return {}, None, why, info
     det = store.get(model)
     p = float(det.predict_batch(det.prepare(im)[None])[0])
-    heat = overlay(im, gradcam(det, im, layer))
-    verdict = f"**{'AI-generated' if p >= 0.5 else 'Real'}** · P(AI) = {p:.3f}"
-    return {'AI': p, 'real': 1 - p}, heat, verdict, info
+    name, _ = find_layer(det, layer)
+    heat, box = gradcam(det, im, name), seen_box(det, *im.size)
+    size = det.info.get('size', '?')
+    notes = [f"{describe_layer(det, name)}; red: where the evidence for AI is strongest, relative to this image."]
+    if flat_map(heat):
+        notes = [f'**The Grad-CAM map is empty** at {name}: nothing at this layer raises P(AI) (common when an image '
+                 'looks clearly real, or when the layer is too coarse); there is no "where" to show. Try another '
+                 'layer with `--layer`.']
+    if box != (0, 0, *im.size):
+        notes.append(f'Dashed box: the centre square the model sees (resized to {size} px); it does not look outside it, '
+                     'which is greyed out.')
+    verdict = f"**{'AI-generated' if p >= 0.5 else 'Real'}** · P(AI) = {p:.3f}\n\n" + '\n\n'.join(notes)
+    panel = gradcam_panel(im, heat, box, note=f'{name}, {im.width}×{im.height} px image')
+    return {'AI': p, 'real': 1 - p}, panel, verdict, info
+
+def preview(file, max_pixels: int = DEFAULT_MAX_PIXELS, max_mb: float = DEFAULT_MAX_MB, min_side: int = 1):
+    "The uploaded image as the detector decodes it, scaled for display (small ones enlarged, nearest neighbour), or None."
+    from aidetect.explain import display_scale
+    from PIL import Image
+    im, _ = check_upload(file, max_pixels, max_mb, min_side)
+    if im is None: return None
+    f = display_scale(*im.size, min_side=240, max_side=480)
+    return im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.NEAREST if f >= 1 else Image.LANCZOS)
 
 # %% ../nbs/24_app.ipynb #d184091b
-def make_app(models, max_pixels: int = DEFAULT_MAX_PIXELS, max_mb: float = DEFAULT_MAX_MB, layer=None, device=None):
+def make_app(models, max_pixels: int = DEFAULT_MAX_PIXELS, max_mb: float = DEFAULT_MAX_MB, layer=None, device=None,
+             min_side: int = DEFAULT_MIN_SIDE):
     "A Gradio `Blocks` app over detectors `models` (paths, or {name: path}), safe pairs only."
     import gradio as gr
+    check_range('min_side', min_side, 1)
     store = models if isinstance(models, ModelStore) else ModelStore(models, device)
-    def run(file, model): return detect(file, model, store, max_pixels, max_mb, layer)
+    def run(file, model): return detect(file, model, store, max_pixels, max_mb, layer, min_side)
+    def fresh(file):   # a new upload: its preview at once, and no result of the previous one left on the page
+        return (preview(file, max_pixels, max_mb), {}, None,
+                'Checking…' if file is not None else 'Upload an image to check it.')
     with gr.Blocks(title='aidetect', analytics_enabled=False) as app:
         gr.Markdown('# Is this image AI-generated?\nDrop an image; the detector answers with P(AI) and shows where it '
                     'looked (Grad-CAM for the AI class).')
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label='Image', type='filepath', elem_id='upload')
+                shown = gr.Image(label='Your image, as the detector reads it', type='pil', elem_id='preview',
+                                 interactive=False, height=260)
                 model = gr.Dropdown(store.names, value=store.names[0], label='Model', elem_id='model')
-                button = gr.Button('Detect', variant='primary', elem_id='detect')
+                button = gr.Button('Detect again', elem_id='detect')
             with gr.Column():
                 verdict = gr.Markdown('Upload an image to check it.', elem_id='verdict')
                 label = gr.Label(num_top_classes=2, label='Prediction', elem_id='label')
-                cam = gr.Image(label='Where the detector looked', type='pil', elem_id='gradcam', height=320)
+                cam = gr.Image(label='Where the detector looked (Grad-CAM)', type='pil', elem_id='gradcam',
+                               interactive=False)
                 info = gr.Markdown(store.describe(store.names[0]), elem_id='info')
-        button.click(run, [upload, model], [label, cam, verdict, info], api_name='detect')
-        model.change(lambda m: store.describe(m), model, info, api_name=False)
+        outs = [label, cam, verdict, info]
+        upload.change(fresh, upload, [shown, label, cam, verdict], queue=False, api_name=False) \
+              .then(run, [upload, model], outs, api_name=False)
+        model.change(lambda f: ({}, None, 'Checking…' if f is not None else 'Upload an image to check it.'), upload,
+                     [label, cam, verdict], queue=False, api_name=False).then(run, [upload, model], outs, api_name=False)
+        button.click(run, [upload, model], outs, api_name='detect')
     app.store = store
     return app
 
 def serve(models, host: str = '127.0.0.1', port: int = 7860, max_pixels: int = DEFAULT_MAX_PIXELS,
-          max_mb: float = DEFAULT_MAX_MB, layer=None, block: bool = True, device=None):
+          max_mb: float = DEFAULT_MAX_MB, layer=None, block: bool = True, device=None, min_side: int = DEFAULT_MIN_SIDE):
     "Start the app on `host`:`port` (localhost by default); returns it (with `block=False`, it runs in the background)."
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
-    app = make_app(models, max_pixels, max_mb, layer, device)
+    app = make_app(models, max_pixels, max_mb, layer, device, min_side)
     app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block, quiet=not block,
                max_file_size=f'{int(4 * max_mb)}mb', show_error=True)
     return app
@@ -123,10 +165,11 @@ def cli_app(*models: str,   # model path(s); several give a dropdown
             port: int = 7860,   # port
             max_pixels: int = DEFAULT_MAX_PIXELS,   # larger images are refused
             max_mb: float = DEFAULT_MAX_MB,   # larger files are refused
-            layer: str = None):   # Grad-CAM layer (default: the last block)
+            layer: str = None,   # Grad-CAM layer (default: the deepest block with a map of at least 4×4)
+            min_side: int = DEFAULT_MIN_SIDE):   # images with a shorter side are refused
     "Start a Gradio app over one or more detectors (safe .safetensors + .json pairs only); localhost unless --host."
     try: import gradio  # noqa: F401
     except ImportError: raise AidetectError('the app needs Gradio: pip install "aidetect[app]"') from None
     if not models: raise AidetectError('give at least one model')
     if host not in ('127.0.0.1', 'localhost'): print(f'aidetect: serving on {host}: reachable from other machines', file=sys.stderr)
-    serve(list(models), host, port, max_pixels, max_mb, layer)
+    serve(list(models), host, port, max_pixels, max_mb, layer, min_side=min_side)

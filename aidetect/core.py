@@ -6,13 +6,13 @@ Docs: https://aidetect.github.io/aidetect/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #e98b6c7c
 from __future__ import annotations
-import hashlib, os, tempfile
+import hashlib, os, sys, tempfile, warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['AidetectError', 'check_range', 'cache_dir', 'sha256_bytes', 'sha256_file', 'atomic_path', 'write_bytes_atomic',
-           'walk_files']
+__all__ = ['KNOWN_WARNINGS', 'AidetectError', 'check_range', 'hide_known_warnings', 'progress_bars', 'cache_dir', 'sha256_bytes',
+           'sha256_file', 'atomic_path', 'write_bytes_atomic', 'walk_files']
 
 # %% ../nbs/00_core.ipynb #5c68d423
 class AidetectError(Exception):
@@ -26,6 +26,32 @@ def check_range(name: str, value, lo=None, hi=None, hi_open: bool = False):
         want = f'at least {lo}' if hi is None else f"at most {hi}" if lo is None else f"in [{lo}, {hi}{')' if hi_open else ']'}"
         raise AidetectError(f'{name} must be {want}, got {value}')
     return value
+
+# %% ../nbs/00_core.ipynb #5628f5db
+KNOWN_WARNINGS = [   # (category, message regex, module regex of the code that warns)
+    (FutureWarning, r'`torch\.jit\.script` is deprecated', r'torch\.jit'),   # fastai.layers scripts its activations
+    (DeprecationWarning, r"The 'mode\.chained_assignment' option is deprecated", r'fastai\.'),  # fastai.tabular, pandas 3
+]
+
+def hide_known_warnings():
+    "Ignore the third-party deprecation warnings in `KNOWN_WARNINGS` (and no others)."
+    for cat, msg, mod in KNOWN_WARNINGS: warnings.filterwarnings('ignore', message=msg, category=cat, module=mod)
+
+hide_known_warnings()
+
+# %% ../nbs/00_core.ipynb #af54cc70
+def _in_jupyter() -> bool:
+    "Whether this runs in a Jupyter kernel (where bars are widgets), not a plain or captured IPython shell."
+    ip = sys.modules.get('IPython') and sys.modules['IPython'].get_ipython()
+    return ip is not None and any(c.__name__ == 'ZMQInteractiveShell' for c in type(ip).__mro__)
+
+def progress_bars(progress: bool | None = None, stream=None) -> bool:
+    "Whether to draw progress bars: wanted (`progress`; None: yes) and `stream` (default stderr) redraws in place."
+    if progress is False: return False
+    stream = sys.stderr if stream is None else stream
+    if stream in (sys.stdout, sys.stderr) and _in_jupyter(): return True   # a notebook draws bars as widgets
+    try: return bool(stream.isatty())
+    except (AttributeError, ValueError): return False   # no isatty, or a closed stream
 
 # %% ../nbs/00_core.ipynb #0b549c36
 def cache_dir(*parts) -> Path:

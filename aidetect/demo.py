@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from .core import AidetectError, cache_dir
+from .core import AidetectError, cache_dir, progress_bars
 from .images import source_style, save_like, open_image
 
 # %% auto #0
@@ -74,7 +74,9 @@ def make_demo_datasets(out, per_photo: int = 16, steps: int = 10, size: int = 64
         src = out/'photos'/name
         if not src.exists(): sample_photos(src, domain, crop=size, per_photo=per_photo, keep=keep)
         job = VariationJob(src=str(src), out=str(out/name), size=size, batch_size=8, seed=seed, domain=domain)
-        run_variations(job, backend, progress=progress, log=lambda m: None)
+        s = run_variations(job, backend, progress=progress, log=lambda m: None)
+        if progress and not progress_bars(progress):   # a log or a pipe: one plain line per dataset instead of a bar
+            print(f'  {name}: {s.done} variations made, {s.skipped} already done ({s.elapsed:.0f}s)', flush=True)
         paths[name] = out/name
     return paths
 

@@ -7,13 +7,13 @@ Docs: https://aidetect.github.io/aidetect/detector.html.md"""
 
 # %% ../nbs/21_detector.ipynb #357a3551
 from __future__ import annotations
+from .core import AidetectError, check_range, progress_bars, walk_files   # first: it hides known third-party warnings before fastai is imported
 import csv, json, os, sys, warnings
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np, torch
 from fastai.vision.all import Pipeline, PILImage, ToTensor, Resize, Learner, load_learner
-from .core import AidetectError, check_range, walk_files
 from .images import BadImage, open_image
 from .dataset import LABELS, POSITIVE
 from .train import build_model, item_tfms, norm_of
@@ -126,7 +126,7 @@ def predict_files(det: Detector, files, bs: int = 64, num_workers: int | None = 
     if num_workers is None: num_workers = 0 if len(files) < 256 else min(4, os.cpu_count() or 1)
     dl = torch.utils.data.DataLoader(_FileDataset(files, det.prepare_file), batch_size=bs, num_workers=num_workers,
                                      collate_fn=_collate, shuffle=False)
-    if progress:
+    if progress_bars(progress, sys.stdout):   # fastprogress draws on stdout; in a log or a pipe, no bar
         from fastprogress.fastprogress import progress_bar
         dl = progress_bar(dl, total=len(dl))
     for idxs, x, bad in dl:

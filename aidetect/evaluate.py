@@ -7,7 +7,7 @@ Docs: https://aidetect.github.io/aidetect/evaluate.html.md"""
 
 # %% ../nbs/22_evaluate.ipynb #4fc9ead0
 from __future__ import annotations
-import json, os, sys, warnings
+import html, io, json, os, sys, warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -21,9 +21,10 @@ from .dataset import LABELS, POSITIVE, dataset_root, group_keys, load_datasets, 
 from .detector import Detector, detector_from_learner, load_detector, model_files, predict_files
 
 # %% auto #0
-__all__ = ['METRICS', 'PRED_COLUMNS', 'KINDS', 'probabilistic_f1', 'binary_metrics', 'as_detector', 'evaluate', 'metrics_table',
-           'confusion_counts', 'ranked', 'format_table', 'EvalResult', 'plot_confusion', 'confusion_state',
-           'confusion_widget', 'write_report', 'transfer_matrix', 'transfer_heatmap', 'cli_eval']
+__all__ = ['METRICS', 'PRED_COLUMNS', 'KINDS', 'CELLS', 'POSITIVE_NOTE', 'probabilistic_f1', 'binary_metrics', 'as_detector',
+           'evaluate', 'metrics_table', 'confusion_counts', 'ranked', 'format_table', 'EvalResult', 'plot_confusion',
+           'confusion_html', 'plot_mistakes', 'confusion_state', 'confusion_widget', 'write_report', 'transfer_matrix',
+           'transfer_heatmap', 'cli_eval']
 
 # %% ../nbs/22_evaluate.ipynb #43007fcb
 def probabilistic_f1(y_true, prob) -> float:
@@ -169,19 +170,11 @@ class EvalResult:
         "The `k` most confidently wrong predictions on `dataset` (highest P(wrong class))."
         return ranked(self._of(dataset), self.threshold).head(k)
 
-    def show_top_losses(self, dataset, k: int = 9, root=None):
-        "Show `top_losses` as images with their labels and P(AI)."
+    def show_top_losses(self, dataset, k: int = 9, root=None, cols: int = 3, size: float = 1.9):
+        "Show `top_losses` as a grid of images (like fastai's `plot_top_losses`): FP/FN, truth → call, P(wrong class)."
         top = self.top_losses(dataset, k)
         if top.empty: print(f'no mistakes on {dataset} at threshold {self.threshold}'); return None
-        root = Path(root or self.manifests[dataset]['path'])
-        n = len(top); cols = min(n, 3); rows = (n + cols - 1) // cols
-        fig, axs = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
-        from aidetect.images import open_image
-        for ax, (_, r) in zip(axs.flat, top.iterrows()):
-            ax.imshow(open_image(root/r['path'])); ax.set_title(f"{r['label']} · P(AI)={r['prob_ai']:.2f}", fontsize=9)
-        for ax in axs.flat: ax.axis('off')
-        fig.tight_layout()
-        return fig
+        return plot_mistakes(top, {dataset: root or self.manifests[dataset]['path']}, k, cols, size)
 
     def widget(self):
         "An interactive confusion matrix for notebooks: pick a test dataset, slide the threshold, see mistakes."
@@ -210,6 +203,39 @@ def plot_confusion(cm: np.ndarray, title: str = '', ax=None):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/22_evaluate.ipynb #8334f4d8
+CELLS = (('tn', 'fp'), ('fn', 'tp'))   # names of the cells of a confusion matrix, rows true and columns predicted
+
+def confusion_html(cm: np.ndarray, title: str = '') -> str:
+    "2×2 counts `cm` (rows true, columns predicted; order real, AI) as an HTML table with row rates, shaded like `plot_confusion`."
+    rates, cmap = cm / np.maximum(cm.sum(1, keepdims=True), 1), plt.get_cmap('Blues')
+    def td(i, j):
+        bg = matplotlib.colors.to_hex(cmap(float(rates[i, j])))
+        return (f'<td data-cell="{CELLS[i][j]}" title="{CELLS[i][j].upper()}" style="background:{bg};color:'
+                f'{"white" if rates[i, j] > 0.5 else "black"};text-align:center;min-width:5.5em;padding:6px 10px">'
+                f'<b class="count">{int(cm[i, j])}</b><br><small>{rates[i, j]:.0%} · {CELLS[i][j].upper()}</small></td>')
+    th = 'style="padding:2px 8px;text-align:right"'
+    return (f'<table class="aidetect-confusion" style="border-collapse:collapse;margin:4px 0">'
+            f'<caption style="caption-side:top;font-weight:bold;text-align:left">{html.escape(title)}</caption>'
+            f'<tr><th {th}>true ↓ predicted →</th><th>real</th><th>AI</th></tr>'
+            f'<tr><th {th}>real</th>{td(0, 0)}{td(0, 1)}</tr><tr><th {th}>AI</th>{td(1, 0)}{td(1, 1)}</tr></table>')
+
+# %% ../nbs/22_evaluate.ipynb #6a2c163d
+def plot_mistakes(mistakes: pd.DataFrame, roots: dict, k: int = 12, cols: int = 6, size: float = 1.9):
+    "Grid of the first `k` rows of `mistakes` (from `ranked`; images under `roots[dataset]`) titled FP/FN, truth → call, P(wrong class)."
+    from aidetect.images import open_image
+    d = mistakes.head(k)
+    cols = max(1, min(cols, len(d))); rows = max(1, -(-len(d) // cols))
+    fig, axs = plt.subplots(rows, cols, figsize=(size * cols, (size + 0.35) * rows), squeeze=False)
+    for ax, (_, r) in zip(axs.flat, d.iterrows()):
+        ax.imshow(open_image(Path(roots[r['dataset']])/r['path']), interpolation='nearest')
+        fp = r['label'] != POSITIVE
+        ax.set_title(f"{'FP: real → AI' if fp else 'FN: AI → real'}\nP({'AI' if fp else 'real'}) {r['confidence']:.2f}"
+                     + (f" · {r['category']}" if isinstance(r['category'], str) and r['category'] else ''), fontsize=8)
+    for ax in axs.flat: ax.axis('off')
+    fig.tight_layout()
+    return fig
+
 # %% ../nbs/22_evaluate.ipynb #8c86f94e
 def confusion_state(preds: pd.DataFrame, dataset: str, threshold: float) -> dict:
     "Confusion counts, metrics and the mistakes of `dataset` in `preds` at `threshold`."
@@ -217,24 +243,49 @@ def confusion_state(preds: pd.DataFrame, dataset: str, threshold: float) -> dict
     return dict(matrix=confusion_counts(d, threshold), mistakes=ranked(d, threshold),
                 metrics=binary_metrics((d['label'] == POSITIVE).astype(int), d['prob_ai'], threshold))
 
-def confusion_widget(res: EvalResult):
-    "ipywidgets UI over `res`: dataset dropdown, threshold slider, 'show mistakes' toggle."
+_TABLE_CSS = ('<style>.aidetect-metrics, .aidetect-mistakes {border-collapse: collapse; margin: 6px 0; font-size: 12px}'
+              '.aidetect-metrics th, .aidetect-metrics td, .aidetect-mistakes th, .aidetect-mistakes td '
+              '{padding: 2px 9px; text-align: right; border-bottom: 1px solid #ddd}'
+              '.aidetect-mistakes td:last-child, .aidetect-mistakes th:last-child {text-align: left}</style>')   # a widget's HTML gets no notebook table style
+POSITIVE_NOTE = ('<b>AI-generated is the positive class.</b> An image is called AI when P(AI) ≥ the threshold; '
+                 'precision is the share of images called AI that are AI, recall the share of AI images called AI.')
+
+def _mistakes_html(mistakes: pd.DataFrame, k: int) -> str:
+    "A note ('the k most confident of N mistakes') and a table of the first `k` rows of `mistakes`."
+    n, fp = len(mistakes), int((mistakes['label'] != POSITIVE).sum())
+    if n == 0: return '<p class="aidetect-mistakes-note">No mistakes at this threshold.</p>'
+    note = (f'<p class="aidetect-mistakes-note">The {min(k, n)} most confident of {n} mistakes ({fp} FP: real called AI; '
+            f'{n - fp} FN: AI called real), most wrong first: sorted by P(wrong class).</p>')
+    d = mistakes.head(k)
+    t = pd.DataFrame({'error': np.where(d['label'] != POSITIVE, 'FP', 'FN'), 'P(wrong class)': d['confidence'],
+                      'P(AI)': d['prob_ai'], 'label': d['label'], 'category': d['category'], 'dataset': d['dataset'],
+                      'path': d['path']})
+    return note + t.to_html(index=False, float_format=lambda v: f'{v:.3f}', na_rep='', border=0, classes='aidetect-mistakes')
+
+def confusion_widget(res: EvalResult, k: int = 12):
+    "ipywidgets UI over `res`: dataset dropdown, threshold slider, 'show mistakes' toggle (table and thumbnails)."
     import ipywidgets as W
-    from IPython.display import display
+    from IPython.display import Image
+    roots = {n: m['path'] for n, m in res.manifests.items()}
     ds = W.Dropdown(options=res.datasets + ['all'], description='dataset')
-    th = W.FloatSlider(value=res.threshold, min=0.0, max=1.0, step=0.01, description='threshold', continuous_update=False)
-    show = W.ToggleButton(value=False, description='show mistakes')
-    out = W.Output()
+    th = W.FloatSlider(value=res.threshold, min=0.0, max=1.0, step=0.01, description='threshold', readout_format='.2f',
+                       continuous_update=False)
+    show = W.ToggleButton(value=False, description='show mistakes', tooltip=f'the {k} most confident mistakes')
+    summary, grid = W.HTML(), W.Output()
     def update(*_):
         st = confusion_state(res.preds, ds.value, th.value)
-        with out:
-            out.clear_output(wait=True)
-            fig = plot_confusion(st['matrix'], f'{ds.value} (threshold {th.value:.2f})'); plt.show(fig)
-            display(pd.DataFrame([st['metrics']]).round(3))
-            if show.value: display(st['mistakes'].head(12)[['path', 'dataset', 'label', 'category', 'prob_ai']])
+        metrics = pd.DataFrame([st['metrics']]).to_html(index=False, float_format=lambda v: f'{v:.3f}', na_rep='n/a',
+                                                       border=0, classes='aidetect-metrics')
+        summary.value = (f'{_TABLE_CSS}<div class="aidetect-summary">{confusion_html(st["matrix"], f"{ds.value} (threshold {th.value:.2f})")}'
+                         f'{metrics}{_mistakes_html(st["mistakes"], k) if show.value else ""}</div>')
+        grid.outputs = ()
+        if show.value and len(st['mistakes']):
+            fig, png = plot_mistakes(st['mistakes'], roots, k), io.BytesIO()
+            fig.savefig(png, format='png', dpi=90); plt.close(fig)   # a PNG shows whatever matplotlib backend is set
+            grid.append_display_data(Image(data=png.getvalue(), format='png'))
     for w in (ds, th, show): w.observe(update, names='value')
     update()
-    return W.VBox([W.HBox([ds, th, show]), out])
+    return W.VBox([W.HTML(POSITIVE_NOTE), W.HBox([ds, th, show]), summary, grid], layout=W.Layout(width='100%'))
 
 # %% ../nbs/22_evaluate.ipynb #dd540b97
 def write_report(res: EvalResult, out) -> dict:

@@ -7,7 +7,7 @@ Docs: https://aidetect.github.io/aidetect/explain.html.md"""
 
 # %% ../nbs/23_explain.ipynb #8e6509de
 from __future__ import annotations
-import os
+import os, sys
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +21,8 @@ from .detector import Detector, load_detector
 from .evaluate import EvalResult, as_detector, ranked
 
 # %% auto #0
-__all__ = ['detector_layers', 'find_layer', 'gradcam', 'overlay', 'show_gradcam', 'explain_files', 'cli_explain']
+__all__ = ['detector_layers', 'layer_sides', 'default_layer', 'describe_layer', 'find_layer', 'gradcam', 'flat_map', 'seen_box',
+           'overlay', 'add_colorbar', 'show_gradcam', 'display_scale', 'gradcam_panel', 'explain_files', 'cli_explain']
 
 # %% ../nbs/23_explain.ipynb #6350b9ce
 def _body(det: Detector): return det.model[0]
@@ -39,10 +40,38 @@ def detector_layers(det: Detector) -> dict:
     except Exception: pass
     return {n: m for n, m in zip(names, body) if any(isinstance(x, torch.nn.Conv2d) for x in m.modules())}
 
+def layer_sides(det: Detector) -> dict:
+    "Each block of `detector_layers` mapped to its output's (height, width) for an input of the detector's size."
+    if getattr(det, '_layer_sides', None) is None:
+        layers, sides = detector_layers(det), {}
+        def keep(name):
+            def hook(mod, inp, out): sides[name] = tuple(out.shape[-2:])   # returns None: the output is left alone
+            return hook
+        hooks = [m.register_forward_hook(keep(n)) for n, m in layers.items()]
+        size = int(det.info.get('size', 224))
+        try:
+            with torch.no_grad(): det.model.eval()(torch.zeros(1, 3, size, size, device=det.device))
+        finally:
+            for h in hooks: h.remove()
+        det._layer_sides = sides
+    return det._layer_sides
+
+def default_layer(det: Detector, min_side: int = 4) -> str:
+    "The deepest block whose map is at least `min_side` px on both sides at the detector's input size (else the largest map)."
+    sides = layer_sides(det)
+    ok = [n for n, hw in sides.items() if min(hw) >= min_side]
+    return ok[-1] if ok else max(sides, key=lambda n: min(sides[n]))
+
+def describe_layer(det: Detector, layer=None) -> str:
+    "Which layer Grad-CAM explains, and how coarse its map is: e.g. 'Grad-CAM at layer3 (4×4 map at 64 px)'."
+    name, _ = find_layer(det, layer)
+    hw = layer_sides(det).get(name)
+    return f'Grad-CAM at {name}' + (f" ({hw[0]}×{hw[1]} map at {det.info.get('size', '?')} px)" if hw else '')
+
 def find_layer(det: Detector, layer=None) -> tuple:
-    "(name, module) of block `layer` (a name from `detector_layers`, a module path in `det.model`, or None: the last)."
+    "(name, module) of block `layer` (a name from `detector_layers`, a module path in `det.model`, or None: `default_layer`)."
     layers = detector_layers(det)
-    if layer is None: return list(layers.items())[-1]
+    if layer is None: layer = default_layer(det)
     if layer in layers: return layer, layers[layer]
     mods = dict(det.model.named_modules())
     if layer in mods: return layer, mods[layer]
@@ -60,7 +89,7 @@ def _seen_box(det: Detector, w: int, h: int) -> tuple:
     return int(0.5 * (w - s)), int(0.5 * (h - s)), s, s / size
 
 def gradcam(model, image, layer=None) -> np.ndarray:
-    "Grad-CAM heatmap (H×W, in [0, 1]) of the AI class for `image` (path or PIL) at block `layer`."
+    "Grad-CAM heatmap (H×W, in [0, 1]) of the AI class for `image` (path or PIL) at block `layer` (None: `default_layer`)."
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     det = as_detector(model)
@@ -80,22 +109,78 @@ def gradcam(model, image, layer=None) -> np.ndarray:
     return full
 
 # %% ../nbs/23_explain.ipynb #72c83d8d
-def overlay(image, heat: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    "`heat` drawn over `image` with the jet colormap."
-    im = np.asarray(image.convert('RGB'), dtype=np.float32) / 255
-    col = plt.get_cmap('jet')(heat)[..., :3]
-    return Image.fromarray((255 * ((1 - alpha) * im + alpha * col)).clip(0, 255).astype(np.uint8))
+def flat_map(heat: np.ndarray, tol: float = 1e-3) -> bool:
+    "Whether Grad-CAM map `heat` has no structure to show (all values within `tol` of each other; an empty map is all 0)."
+    return heat.size == 0 or float(np.ptp(heat)) <= tol
 
-def show_gradcam(model, image, layer=None, ax=None, alpha: float = 0.5):
-    "Show the Grad-CAM overlay of `image`, titled with P(AI) and the layer."
+# %% ../nbs/23_explain.ipynb #65aff9d7
+def seen_box(model, w: int, h: int) -> tuple:
+    "(x0, y0, x1, y1): the part of a `w`×`h` image inside the square the detector looks at."
+    left, top, side, _ = _seen_box(as_detector(model), w, h)
+    return max(left, 0), max(top, 0), min(left + side, w), min(top + side, h)
+
+def overlay(image, heat: np.ndarray, alpha: float = 0.5, box=None) -> Image.Image:
+    "`heat` drawn over `image` with the jet colormap; outside `box` (x0, y0, x1, y1, from `seen_box`), the image greyed out."
+    im = np.asarray(image.convert('RGB'), dtype=np.float32) / 255
+    out = (1 - alpha) * im + alpha * plt.get_cmap('jet')(heat)[..., :3]
+    if box is not None:
+        x0, y0, x1, y1 = box
+        inside = np.zeros(heat.shape, bool); inside[y0:y1, x0:x1] = True
+        out[~inside] = 0.35 + 0.3 * im[~inside].mean(-1, keepdims=True)   # grey: not seen by the model
+    return Image.fromarray((255 * out).clip(0, 255).astype(np.uint8))
+
+def add_colorbar(fig, ax=None, cax=None, **kw):
+    "A colour bar for Grad-CAM overlays (jet, 0 to 1: relative evidence for AI) beside `ax` or in `cax`."
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    cb = fig.colorbar(ScalarMappable(Normalize(0, 1), 'jet'), ax=ax, cax=cax, ticks=[0, 0.5, 1], **kw)
+    cb.set_label('evidence for AI (relative)', fontsize=8); cb.ax.tick_params(labelsize=7)
+    return cb
+
+def show_gradcam(model, image, layer=None, ax=None, alpha: float = 0.5, colorbar: bool = True):
+    "Show the Grad-CAM overlay of `image` (the square the model saw marked), titled with P(AI) and the layer."
+    from matplotlib.patches import Rectangle
     det = as_detector(model)
     im = open_image(image) if isinstance(image, (str, os.PathLike)) else image.convert('RGB')
     name, _ = find_layer(det, layer)
     p = float(det.predict_batch(det.prepare(im)[None])[0])
-    if ax is None: _, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(overlay(im, gradcam(det, im, layer), alpha)); ax.axis('off')
-    ax.set_title(f'P(AI) = {p:.2f} · {name}', fontsize=9)
+    if ax is None: _, ax = plt.subplots(figsize=(4.6 if colorbar else 4, 4))
+    heat, box = gradcam(det, im, name), seen_box(det, *im.size)
+    ax.imshow(overlay(im, heat, alpha if not flat_map(heat) else 0, box), interpolation='nearest'); ax.axis('off')
+    if box != (0, 0, *im.size):   # mark the square the model saw when it is not the whole image
+        ax.add_patch(Rectangle((box[0] - .5, box[1] - .5), box[2] - box[0], box[3] - box[1], fill=False, ec='w', ls='--', lw=1))
+    ax.set_title(f'P(AI) = {p:.2f} · {name}' + (' · empty map' if flat_map(heat) else ''), fontsize=9)
+    if colorbar: add_colorbar(ax.figure, ax, fraction=0.046, pad=0.03)
     return ax.figure
+
+# %% ../nbs/23_explain.ipynb #da6b832c
+def display_scale(w: int, h: int, min_side: int = 320, max_side: int = 640) -> float:
+    "How much to scale a `w`×`h` image for display: a whole factor ≥ 1 up to `min_side`, or down to fit `max_side`."
+    if max(w, h) > max_side: return max_side / max(w, h)
+    return float(max(1, min(-(-min_side // max(1, min(w, h))), max_side // max(w, h))))
+
+def gradcam_panel(image, heat: np.ndarray, box=None, alpha: float = 0.5, note: str = '', min_side: int = 320) -> Image.Image:
+    "A picture of the Grad-CAM `heat` over `image`: scaled for display, `box` dashed, a colour bar, `note` underneath."
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.patches import Rectangle
+    im, flat = image.convert('RGB'), flat_map(heat)
+    f = display_scale(*im.size, min_side)
+    w, h = round(im.width * f), round(im.height * f)
+    pic = overlay(im, heat, 0 if flat else alpha, box).resize((w, h), Image.NEAREST if f >= 1 else Image.LANCZOS)
+    W, H = w + 120, h + 46
+    fig = Figure(figsize=(W / 100, H / 100), dpi=100)
+    ax = fig.add_axes((10 / W, 36 / H, w / W, h / H)); ax.imshow(pic, interpolation='nearest'); ax.axis('off')
+    if box is not None and tuple(box) != (0, 0, *im.size):
+        x0, y0, x1, y1 = (round(v * f) for v in box)
+        ax.add_patch(Rectangle((x0 - .5, y0 - .5), x1 - x0, y1 - y0, fill=False, ec='white', ls='--', lw=1.5))
+    if flat: ax.text(w / 2, h / 2, 'empty map:\nnothing to show', ha='center', va='center', color='white', fontsize=13,
+                     bbox=dict(fc='black', alpha=0.6, ec='none'))
+    else: add_colorbar(fig, cax=fig.add_axes(((w + 22) / W, 36 / H, 14 / W, h / H)))
+    scale = f'{f:.0f}× enlarged (nearest neighbour)' if f > 1 else 'actual size' if f == 1 else f'reduced to {f:.0%} (Lanczos)'
+    fig.text(10 / W, 8 / H, (note + ' · ' if note else '') + scale, fontsize=8)
+    canvas = FigureCanvasAgg(fig); canvas.draw()   # no pyplot: safe in a web server's threads
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
 
 # %% ../nbs/23_explain.ipynb #b395c7a3
 @patch
@@ -107,10 +192,11 @@ def gradcam_gallery(self: EvalResult, dataset: str, kind: str = 'fp', k: int = 6
     rows = (len(d) + cols - 1) // cols
     fig, axs = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
     for ax, (_, r) in zip(axs.flat, d.iterrows()):
-        show_gradcam(self.detector, root/r['path'], layer, ax=ax)
+        show_gradcam(self.detector, root/r['path'], layer, ax=ax, colorbar=False)
         ax.set_title(f"{kind} · {r['category'] or r['label']} · P(AI) {r['prob_ai']:.2f}", fontsize=8)
     for ax in axs.flat: ax.axis('off')
     fig.suptitle(f'{dataset}: {kind}', fontsize=10); fig.tight_layout()
+    add_colorbar(fig, list(axs.flat), fraction=0.02, pad=0.01)
     return fig
 
 # %% ../nbs/23_explain.ipynb #b42be139
@@ -123,7 +209,8 @@ def explain_files(model, images, out, layer=None) -> list:
         im = open_image(f)
         p = float(det.predict_batch(det.prepare(im)[None])[0])
         dest = out/f'{f.stem}_gradcam.png'
-        overlay(im, gradcam(det, im, name)).save(dest)
+        heat = gradcam(det, im, name)
+        overlay(im, heat, 0.0 if flat_map(heat) else 0.5, seen_box(det, *im.size)).save(dest)
         done.append((dest, p))
     return done
 
@@ -131,11 +218,13 @@ def explain_files(model, images, out, layer=None) -> list:
 def cli_explain(model: str,   # model path (base name, .json or .safetensors; .pkl needs --allow-pickle)
                 *images: str,   # image files
                 Out: Annotated[str, dict(required=True)] = None,   # folder for the <stem>_gradcam.png files
-                layer: str = None,   # block to explain, e.g. layer3 or layer4 for ResNets (default: the last)
+                layer: str = None,   # block to explain, e.g. layer3 or layer4 for ResNets (default: the deepest with a map of at least 4×4)
                 allow_pickle: bool = False):   # allow loading a fastai .pkl (runs code from the file)
     "Write a Grad-CAM overlay (for the AI class) of each image, and print its P(AI)."
     if not images: raise AidetectError('give at least one image')
     for f in images:
         if not Path(f).exists(): raise AidetectError(f'{f} does not exist')
-    for dest, p in explain_files(load_detector(model, allow_pickle=allow_pickle), images, Out, layer):
+    det = load_detector(model, allow_pickle=allow_pickle)
+    print(f'aidetect: {describe_layer(det, layer)}', file=sys.stderr)
+    for dest, p in explain_files(det, images, Out, layer):
         print(f'{dest}\tP(AI)={p:.3f}')

@@ -66,10 +66,10 @@ def quiet_libs(prog: str = 'aidetect'):
     "Libraries' deprecation chatter and progress bars off; our own warnings as one line each, without a source line."
     for n in ('diffusers', 'transformers', 'accelerate', 'huggingface_hub'): logging.getLogger(n).setLevel(logging.ERROR)
     os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
-    try:
-        from diffusers.utils import logging as dlog; dlog.disable_progress_bar()
-        from transformers.utils import logging as tlog; tlog.disable_progress_bar()
-    except Exception: pass
+    for mod, fn in (('huggingface_hub.utils', 'disable_progress_bars'), ('diffusers.utils.logging', 'disable_progress_bar'),
+                    ('transformers.utils.logging', 'disable_progress_bar')):   # each on its own: one may be missing
+        try: getattr(importlib.import_module(mod), fn)()
+        except (ImportError, AttributeError): pass
     warnings.filterwarnings('ignore', category=FutureWarning)
     warnings.filterwarnings('ignore', category=DeprecationWarning)
     warnings.showwarning = lambda msg, cat, *a, **k: print(f'{prog}: warning: {msg}', file=sys.stderr)

@@ -7,7 +7,8 @@ Docs: https://aidetect.github.io/aidetect/train.html.md"""
 
 # %% ../nbs/20_train.ipynb #c9c1ed7f
 from __future__ import annotations
-import contextlib, json, subprocess, time, warnings
+from .core import AidetectError, check_range, progress_bars   # first: it hides known third-party warnings before fastai is imported
+import contextlib, json, subprocess, sys, time, warnings
 from pathlib import Path
 from urllib.error import URLError
 
@@ -22,7 +23,6 @@ from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, ColReader, 
                                ConvLayer, Flatten, CrossEntropyLossFlat, accuracy, skm_to_fastai,
                                RocAucBinary)
 from sklearn.metrics import precision_score, recall_score, f1_score
-from .core import AidetectError, check_range
 from .images import BadImage, open_image
 from .dataset import LABELS, load_datasets, group_keys, group_split_idxs, count_table, manifest_hash
 from fastcore.meta import delegates
@@ -32,8 +32,8 @@ from typing import Annotated
 __all__ = ['AUGMENTATIONS', 'DEFAULT_LR', 'DetectorImage', 'simple_cnn', 'resolve_arch', 'build_model', 'norm_stats',
            'WeightsUnavailable', 'load_body_weights', 'CropBottom', 'RandomGaussianBlur', 'RandomGrayscale',
            'RandomJPEG', 'item_tfms', 'batch_tfms', 'detector_dblock', 'balance_weights', 'detector_dls',
-           'detector_metrics', 'detector_learner', 'suggest_lr', 'train_detector', 'training_summary', 'norm_of',
-           'detector_info', 'export_detector', 'cli_train']
+           'detector_metrics', 'detector_learner', 'suggest_lr', 'epoch_lines', 'train_detector', 'training_summary',
+           'norm_of', 'detector_info', 'export_detector', 'cli_train']
 
 # %% ../nbs/20_train.ipynb #d2baffc7
 class DetectorImage(PILImage):
@@ -276,6 +276,23 @@ def suggest_lr(learn: Learner, num_it: int = 100, show_plot: bool = False) -> fl
         warnings.warn(f'lr_find could not suggest a learning rate ({type(e).__name__}: {e}); using {DEFAULT_LR}')
         return DEFAULT_LR
 
+# %% ../nbs/20_train.ipynb #05ffea24
+@contextlib.contextmanager
+def epoch_lines(learn: Learner):
+    "No progress bars; fastai's epoch table printed as plain lines (a header per fit, one line per epoch)."
+    def line(log):
+        names = learn.recorder.metric_names   # set when a fit starts
+        widths = [max(8, len(n)) for n in names]
+        row = lambda vals: '  '.join((f'{v:.6f}' if isinstance(v, float) else str(v)).ljust(w)
+                                     for v, w in zip(vals, widths)).rstrip()
+        if log[0] == 0: print(row(names))   # each fit counts epochs from 0
+        print(row(log), flush=True)
+    old = learn.logger
+    with learn.no_bar():
+        if old is print: learn.logger = line   # leave `no_logging` (noop) and custom loggers alone
+        try: yield learn
+        finally: learn.logger = old
+
 # %% ../nbs/20_train.ipynb #ab8b1f2d
 def train_detector(source,                     # dataset folder(s), or a manifest DataFrame
                    arch: str = 'resnet34',     # torchvision or timm name (timm/NAME to prefer timm), or simple_cnn
@@ -312,8 +329,8 @@ def train_detector(source,                     # dataset folder(s), or a manifes
     if lr is None:
         lr = suggest_lr(learn, lr_find_its, show_plot)
         if verbose: print(f'lr_find suggests {lr:.2e}')
-    with (contextlib.nullcontext() if verbose else learn.no_bar()), \
-         (contextlib.nullcontext() if verbose else learn.no_logging()):
+    bars = contextlib.nullcontext() if progress_bars(stream=sys.stdout) else epoch_lines(learn)   # fastprogress draws on stdout
+    with (bars if verbose else learn.no_bar()), (contextlib.nullcontext() if verbose else learn.no_logging()):
         if pretrained: learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs)
         else: learn.fit_one_cycle(epochs + freeze_epochs, lr)
     learn.lr_used, learn.train_seconds = lr, time.time() - t0

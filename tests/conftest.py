@@ -54,3 +54,31 @@ def demo_data(tmp_path_factory, tiny_backend):
     from aidetect.demo import make_demo_datasets
     return make_demo_datasets(tmp_path_factory.mktemp('demo'), per_photo=4, steps=3, size=64,
                               backend=tiny_backend, progress=False)
+
+
+CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
+# Without the background-networking flags Chromium keeps trying to reach Google's services, which a closed network refuses.
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+                 '--disable-sync', '--disable-dev-shm-usage', '--no-first-run']
+
+
+def keep_screenshot(path):
+    "Copy a screenshot to $AIDETECT_SCREENSHOTS too (when set), for a person to look at."
+    if os.environ.get('AIDETECT_SCREENSHOTS'):
+        Path(os.environ['AIDETECT_SCREENSHOTS']).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(os.environ['AIDETECT_SCREENSHOTS']) / Path(path).name)
+
+
+@pytest.fixture(scope='session')
+def detector_of_size(demo_data, tmp_path_factory):
+    "A function: input size in px -> .json of a ResNet34 trained from scratch on scenes-train (once per size)."
+    made = {}
+    def make(size):
+        if size not in made:
+            from aidetect.train import train_detector, export_detector
+            # 9 small batches: enough for BatchNorm's running statistics to be usable (2 batches leave every P(AI) at 0)
+            learn = train_detector(demo_data['scenes-train'], size=size, bs=8, epochs=3, freeze_epochs=0, pretrained=False,
+                                   lr=1e-3, verbose=False, aug='none')
+            made[size] = export_detector(learn, tmp_path_factory.mktemp(f'detector-{size}') / f'm{size}')['json']
+        return made[size]
+    return make

@@ -5,9 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from conftest import run_cli, noise_image
-
-CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
+from conftest import CHROMIUM, CHROMIUM_ARGS, keep_screenshot, run_cli, noise_image
 
 
 @pytest.fixture(scope='module')
@@ -84,25 +82,89 @@ def test_app_refuses_pickles(model):
     assert p.returncode == 2 and 'never a pickle' in p.stderr and 'Traceback' not in p.stderr
 
 
+def _upload(page, path):
+    "Drop `path` on the upload box, as a person does (the previous file, if any, is replaced)."
+    if page.locator('#upload button[aria-label="Clear"]').count():
+        page.click('#upload button[aria-label="Clear"]')
+        page.wait_for_function("() => /Upload an image/.test(document.querySelector('#verdict').innerText)", timeout=30000)
+    page.set_input_files('#upload input[type=file]', str(path))
+
+
+def _verdict(page, pattern):
+    page.wait_for_function(f"() => /{pattern}/.test(document.querySelector('#verdict').innerText)", timeout=90000)
+    return page.inner_text('#verdict')
+
+
+def _structured(det_json, images):
+    "An image whose Grad-CAM map at the model's default layer is not empty (the surest AI call first), and P(AI)."
+    from aidetect.detector import load_detector
+    from aidetect.explain import flat_map, gradcam
+    from aidetect.images import open_image
+    det = load_detector(det_json)
+    ps = [float(det.predict_batch(det.prepare(open_image(f))[None])[0]) for f in images]
+    for p, f in sorted(zip(ps, images), reverse=True):
+        if not flat_map(gradcam(det, f)): return f, p
+    pytest.fail('no image with a non-empty Grad-CAM map')
+
+
+def _shot(page, tmp_path, name):
+    page.screenshot(path=str(tmp_path / name), full_page=True); keep_screenshot(tmp_path / name)
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM, reason='no Chromium on this machine (.ci/run installs Debian\'s chromium when it can)')
-def test_browser_upload_shows_the_probability(app_url, uploads, tmp_path):
+def test_browser_app(detector_of_size, uploads, demo_data, tmp_path):
+    "64 px and 224 px models: preview, verdict on upload, overlay with the layer named; no stale result; 1x1 and empty maps."
     pw = pytest.importorskip('playwright.sync_api')
-    with pw.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-            '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'])
-        try:
-            page = browser.new_page()
-            page.goto(app_url, wait_until='networkidle')
-            for name, expect in [('good.png', r'P\(AI\) = [0-9.]+'), ('notes.png', r'Not checked')]:
-                page.set_input_files('input[type=file]', str(uploads / name))
-                page.wait_for_selector(f'#upload >> text={name}', timeout=30000)   # the upload finished
-                page.click('#detect')
-                page.wait_for_function(f"() => /{expect}/.test(document.querySelector('#verdict').innerText)", timeout=60000)
-                text = page.inner_text('#verdict')
-                if name == 'good.png':
-                    assert 0.0 <= float(re.search(r'P\(AI\) = ([0-9.]+)', text).group(1)) <= 1.0
-                page.screenshot(path=str(tmp_path / f'{name}.png'), full_page=True)
-                page.click('#upload button[aria-label="Clear"]')              # ready for the next upload
-            assert (tmp_path / 'good.png.png').stat().st_size > 5000
-        finally: browser.close()
+    from aidetect.app import serve
+    images = [f for d in ('textures', 'scenes-test') for f in sorted(demo_data[d].rglob('*.png'))]
+    m64, m224, m32 = detector_of_size(64), detector_of_size(224), detector_of_size(32)
+    Image.new('RGB', (1, 1), (200, 30, 30)).save(tmp_path / 'dot.png')
+    apps, urls = [], []
+    for models, layer in [({'m64': m64, 'm224': m224}, None), ({'m32': m32}, 'layer4')]:   # layer4 of a 32 px model is 1x1
+        with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+        apps.append(serve(models, port=port, block=False, layer=layer)); urls.append(f'http://127.0.0.1:{port}/')
+    try:
+        with pw.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={'width': 1250, 'height': 1000})
+                page.goto(urls[0], wait_until='networkidle')
+                img64, p64 = _structured(m64, images)
+                _upload(page, img64)                                    # no button press: it answers on upload
+                text = _verdict(page, r'P\(AI\) = [0-9.]+')
+                assert 'Grad-CAM at layer3 (4×4 map at 64 px)' in text and 'empty' not in text
+                assert float(re.search(r'P\(AI\) = ([0-9.]+)', text).group(1)) == pytest.approx(p64, abs=1e-3)
+                page.wait_for_selector('#preview img'); page.wait_for_selector('#gradcam img')
+                _shot(page, tmp_path, 'app-64px.png')
+
+                _upload(page, uploads / 'notes.png')                    # a new upload: the old result goes at once
+                text = _verdict(page, 'Not checked')
+                assert 'P(AI)' not in text and 'not an image' in text
+                assert page.locator('#gradcam img').count() == 0 and page.locator('#preview img').count() == 0
+                _shot(page, tmp_path, 'app-not-an-image.png')
+
+                _upload(page, tmp_path / 'dot.png')
+                text = _verdict(page, 'Not checked')
+                assert '1×1 px' in text and 'at least 32 px' in text and page.locator('#gradcam img').count() == 0
+                page.wait_for_selector('#preview img')                  # still previewed, enlarged
+                _shot(page, tmp_path, 'app-1x1.png')
+
+                page.click('#model input'); page.get_by_role('option', name='m224').click()
+                img224, p224 = _structured(m224, images)
+                _upload(page, img224)
+                text = _verdict(page, r'P\(AI\) = [0-9.]+')
+                assert 'Grad-CAM at layer4 (7×7 map at 224 px)' in text and 'empty' not in text
+                assert float(re.search(r'P\(AI\) = ([0-9.]+)', text).group(1)) == pytest.approx(p224, abs=1e-3)
+                page.wait_for_selector('#gradcam img')
+                _shot(page, tmp_path, 'app-224px.png')
+
+                page.goto(urls[1], wait_until='networkidle')
+                _upload(page, images[0])
+                text = _verdict(page, r'P\(AI\) = [0-9.]+')
+                assert 'Grad-CAM map is empty' in text and 'layer4' in text
+                page.wait_for_selector('#gradcam img')                   # the panel says 'empty map' instead of a wash
+                _shot(page, tmp_path, 'app-empty-map.png')
+            finally: browser.close()
+    finally:
+        for a in apps: a.close()

@@ -22,3 +22,20 @@ def test_user_errors_have_no_traceback(tmp_path):
         p = run_cli(*args)
         assert p.returncode == 2, (args, p.stderr)
         assert p.stderr.startswith('aidetect: error:') and 'Traceback' not in p.stderr, p.stderr
+
+
+def test_a_manifest_path_names_its_dataset(demo_data, tmp_path):
+    "`aidetect eval MODEL data/x/manifest.csv` used to die with NotADirectoryError."
+    from aidetect.demo import example_detector
+    p = run_cli('aidetect', 'eval', example_detector(), demo_data['textures'] / 'manifest.csv', '--report', tmp_path / 'r')
+    assert p.returncode == 0 and 'textures' in p.stdout, p.stderr
+    p = run_cli('aidetect', 'audit', demo_data['textures'] / 'manifest.csv', '--bootstrap', '0')
+    assert p.returncode == 0 and 'textures' in p.stdout, p.stderr
+
+
+@pytest.mark.parametrize('flag,value,message', [('--freeze-epochs', '-1', 'freeze_epochs must be at least 0'),
+                                                ('--epochs', '0', 'epochs must be at least 1'),
+                                                ('--valid-pct', '1', 'valid_pct must be in [0, 1)')])
+def test_bad_training_numbers_are_one_line(demo_data, tmp_path, flag, value, message):
+    p = run_cli('aidetect', 'train', demo_data['textures'], '--out', tmp_path / 'm', '--no-pretrained', flag, value)
+    assert p.returncode == 2 and message in p.stderr and 'Traceback' not in p.stderr, p.stderr

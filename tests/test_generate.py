@@ -71,7 +71,7 @@ def test_other_size_policies_keep_real_images_untouched(photo_folder, tmp_path, 
 def test_same_command_twice_gives_identical_datasets(photo_folder, tmp_path, tiny_backend):
     a, b = tmp_path / 'a', tmp_path / 'b'
     _run(photo_folder, a, tiny_backend); _run(photo_folder, b, tiny_backend)
-    files = lambda d: {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*') if p.is_file() and p.name not in ('runs.jsonl', '.aidetect.lock')}
+    files = lambda d: {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*') if p.is_file() and p.name not in ('runs.jsonl', '.aidetect.lock')}   # a run's log and its lock are not data
     assert files(a) == files(b)
     before = files(a)
     s = _run(photo_folder, a, tiny_backend)                          # a rerun skips everything

@@ -1,6 +1,5 @@
 """aidetect-gen beyond the happy path: odd images, crashes, batching, processes, safety blackouts, other sources."""
-import base64, io, json, os, signal, subprocess, sys, threading, time, zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import io, json, os, signal, subprocess, sys, time, zipfile
 from pathlib import Path
 
 import numpy as np, pandas as pd, torch
@@ -18,7 +17,7 @@ def _run(src, out, backend, **kw):
 
 
 def _files(d: Path) -> dict:
-    return {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*') if p.is_file() and p.name not in ('runs.jsonl', '.aidetect.lock')}
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*') if p.is_file() and p.name not in ('runs.jsonl', '.aidetect.lock')}   # a run's log and its lock are not data
 
 
 def _accounted(src: Path, out: Path):
@@ -267,53 +266,6 @@ def test_import_pairs_by_stem_and_reports_orphans(tmp_path):
     # matched by default: the 40x30 photo and its 256 px square variations meet at the photo's centre square
     assert (m.format == 'JPEG').all() and (m.width == 30).all() and (m.height == 30).all()
     assert set(m.loc[m.label == 'real', 'resample']) == {'crop'} and set(m.loc[m.label == 'ai', 'resample']) == {'down-lanczos'}
-
-
-class _FakeOpenAI(BaseHTTPRequestHandler):
-    "Speaks the shape of POST /v1/images/variations; answers the first request with 429."
-    calls = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers['Content-Length']))
-        type(self).calls.append((self.path, self.headers.get('Authorization'), body))
-        if len(type(self).calls) == 1:
-            self._send(429, {'error': {'message': 'Rate limit reached', 'type': 'requests'}}, {'retry-after': '0'}); return
-        import email
-        msg = email.message_from_bytes(b'Content-Type: ' + self.headers['Content-Type'].encode() + b'\r\n\r\n' + body)
-        fields = {p.get_param('name', header='content-disposition'): p.get_payload(decode=True) for p in msg.get_payload()}
-        img = Image.open(io.BytesIO(fields['image']))
-        assert img.format == 'PNG' and img.size[0] == img.size[1]
-        size = int(fields['size'].decode().split('x')[0])
-        out = io.BytesIO(); noise_image(size, size, seed=len(type(self).calls)).save(out, 'PNG')
-        self._send(200, {'created': 0, 'data': [{'b64_json': base64.b64encode(out.getvalue()).decode()}]})
-
-    def _send(self, code, obj, headers=None):
-        data = json.dumps(obj).encode()
-        self.send_response(code); self.send_header('Content-Type', 'application/json')
-        for k, v in (headers or {}).items(): self.send_header(k, v)
-        self.send_header('Content-Length', str(len(data))); self.end_headers(); self.wfile.write(data)
-
-    def log_message(self, *a): pass
-
-
-def test_dalle2_backend_round_trips_through_a_local_server_with_a_429(photo_folder, tmp_path):
-    srv = ThreadingHTTPServer(('127.0.0.1', 0), _FakeOpenAI)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        from aidetect.gen.backends import OpenAIBackend
-        b = OpenAIBackend(api_key='sk-test', base_url=f'http://127.0.0.1:{srv.server_port}/v1', max_retries=3)
-        out = tmp_path / 'ds'
-        s = _run(photo_folder, out, b, size=256)
-        m = read_manifest(out)
-        assert s.done == 6 and (m.label == 'ai').sum() == 6
-        calls = _FakeOpenAI.calls
-        assert len(calls) == 7 and calls[0][0] == '/v1/images/variations'   # 6 images + the retried 429
-        assert calls[0][1] == 'Bearer sk-test' and b'dall-e-2' in calls[1][2]
-        ai = m[m.label == 'ai']
-        assert (ai.generator == 'dall-e-2').all() and ai.seed.isna().all()   # the API takes no seed: none recorded
-        assert set(ai.format) == {'JPEG', 'PNG'}                            # saved like their sources
-        assert _run(photo_folder, out, b, size=256).done == 0 and len(calls) == 7   # resumed: no new requests
-    finally: srv.shutdown()
 
 
 def test_changed_or_missing_files_are_redone_on_rerun(photo_folder, tmp_path, tiny_backend):

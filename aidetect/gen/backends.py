@@ -6,17 +6,22 @@ Docs: https://aidetect.github.io/aidetect/gen_backends.html.md"""
 
 # %% ../../nbs/11_gen_backends.ipynb #7b1c408a
 from __future__ import annotations
-import base64, io, os, time
+import base64, io, math, os, re, threading, time, warnings
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from ..core import AidetectError, check_range
+from ..images import open_image
 from .pipeline import DEFAULT_MODEL, DEFAULT_REVISION, PRESETS, load_pipeline
 
 # %% auto #0
-__all__ = ['CONDITIONINGS', 'Variation', 'is_blackout', 'generation_size', 'size_at_least', 'card_conditioning', 'SDBackend',
-           'RateLimiter', 'OpenAIBackend']
+__all__ = ['CONDITIONINGS', 'OPENAI_MODEL', 'VARIATION_PROMPT', 'RETIRED', 'GPT_IMAGE_SIZES', 'DALLE2_SIZES', 'REFUSAL_CODES',
+           'INPUT_FIDELITY', 'QUALITIES', 'Variation', 'is_blackout', 'generation_size', 'size_at_least',
+           'card_conditioning', 'SDBackend', 'model_family', 'retired_on', 'model_gone', 'free_size', 'nearest_size',
+           'api_words', 'is_refusal', 'stop_error', 'input_png', 'response_image', 'RateLimiter', 'OpenAIBackend']
 
 # %% ../../nbs/11_gen_backends.ipynb #bb7ffc9e
 @dataclass
@@ -118,68 +123,192 @@ class SDBackend:
         return [Variation(im, bool(f) or is_blackout(im)) for im, f in zip(out.images, flags)]
 
 # %% ../../nbs/11_gen_backends.ipynb #b7c26d0d
+OPENAI_MODEL = 'gpt-image-2.6-sunburst'   # the default image model (see above for why)
+VARIATION_PROMPT = ('Make a variation of this photo: a new photograph of the same scene, with the same kind of subject, '
+                    'composition, lighting, colours and camera, whose details differ as in another shot taken there. '
+                    'Keep it a realistic photo, with no added text, borders or watermarks.')
+RETIRED = {'dall-e-2': '2026-05-12', 'dall-e-3': '2026-05-12', 'gpt-image-1': '2026-10-23', 'gpt-image-1-mini': '2026-12-01',
+           'gpt-image-1.5': '2026-12-01', 'chatgpt-image-latest': '2026-12-01'}   # model: the day OpenAI's API stops serving it
+
+def model_family(model: str) -> str:
+    "`model` without a snapshot date (`gpt-image-1.5-2025-12-16` -> `gpt-image-1.5`)."
+    return re.sub(r'-\d{4}-\d{2}-\d{2}$', '', model)
+
+def retired_on(model: str) -> str | None:
+    "The day OpenAI's API stops serving image `model` (ISO date), or None if no retirement is announced."
+    return RETIRED.get(model_family(model))
+
+def model_gone(model: str, detail: str = '', today: str | None = None) -> AidetectError:
+    "The error for an image model the API does not serve: since when, and the ways out."
+    when, today = retired_on(model), today or date.today().isoformat()
+    why = (f'OpenAI removed {model} from its API on {when}' if when and when <= today else
+           f'the API does not serve the model {model}' + (f' ({detail})' if detail else '')
+           + (f'; OpenAI retires it on {when}' if when else ''))
+    instead = f'use --openai-model {OPENAI_MODEL}' if model != OPENAI_MODEL else 'check --openai-model and --base-url'
+    return AidetectError(f'{why}: {instead}, or `aidetect-gen import` to make a dataset of {model} images made '
+                         f'{"before then" if when and when <= today else "elsewhere"}, paired with their source photos')
+
+# %% ../../nbs/11_gen_backends.ipynb #da56d03e
+GPT_IMAGE_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))   # every GPT image model makes these; gpt-image-1.x only these
+DALLE2_SIZES = (256, 512, 1024)
+
+def free_size(width: int, height: int, side: int, multiple: int = 16, max_aspect: float = 3.0, min_pixels: int = 655_360,
+              max_pixels: int = 8_294_400, max_side: int = 3840) -> tuple[int, int]:
+    "(w, h) to ask a model of free sizes for: `width`:`height` (aspect clamped) at long side `side`, rounded up to its limits."
+    a = min(max(width / height, 1 / max_aspect), max_aspect)
+    w, h = (side, side / a) if a >= 1 else (side * a, side)
+    hi = min(max_side / max(w, h), math.sqrt(max_pixels / (w * h)))
+    s = min(max(1.0, math.sqrt(min_pixels / (w * h))), hi)
+    for rnd in (math.ceil, math.floor):   # round up, unless that breaks an upper limit
+        gw, gh = (max(multiple, rnd(v * s / multiple) * multiple) for v in (w, h))
+        if gw * gh <= max_pixels and max(gw, gh) <= max_side: break
+    if gw > max_aspect * gh: gh = math.ceil(gw / max_aspect / multiple) * multiple   # rounding tipped it past 3:1
+    if gh > max_aspect * gw: gw = math.ceil(gh / max_aspect / multiple) * multiple
+    return gw, gh
+
+def nearest_size(width: int, height: int, sizes) -> tuple[int, int]:
+    "The size among `sizes` whose aspect ratio is nearest `width`:`height`'s (the larger one on a tie)."
+    r = math.log(width / height)
+    return min(sizes, key=lambda s: (abs(math.log(s[0] / s[1]) - r), -s[0] * s[1]))
+
+# %% ../../nbs/11_gen_backends.ipynb #7c0f4e7a
+REFUSAL_CODES = ('moderation_blocked', 'content_policy_violation')   # the safety system's: GPT image models, DALL·E
+
+def api_words(e) -> str:
+    "What the API said in error `e`, on one line."
+    body = getattr(e, 'body', None)
+    said = body.get('message') if isinstance(body, dict) else None
+    return ' '.join(str(said or getattr(e, 'message', '') or type(e).__name__).split())[:600]
+
+def is_refusal(e) -> bool:
+    "Did the safety system refuse the request (rather than the request being wrong)?"
+    return getattr(e, 'status_code', None) == 400 and getattr(e, 'code', None) in REFUSAL_CODES
+
+def stop_error(e, model: str, retries: int) -> AidetectError:
+    "The one-line error that ends a run after the API answered `e`, anything but a safety refusal."
+    status, code, param, said = getattr(e, 'status_code', None), getattr(e, 'code', None), getattr(e, 'param', None), api_words(e)
+    if status == 404 and code == 'model_not_found': return model_gone(model, said)
+    if status == 401: return AidetectError(f'OpenAI refused the API key ({said}): set OPENAI_API_KEY to a valid key')
+    if code == 'insufficient_quota':
+        return AidetectError(f'the OpenAI account has no quota left ({said}); finished images are kept: add credit, then '
+                             'rerun the same command')
+    if status is None or status in (408, 409, 429) or status >= 500:   # what the client retries (None: no answer at all)
+        what = f'HTTP {status}: {said}' if status else said
+        return AidetectError(f'the OpenAI API kept failing after {retries} retries ({what}); finished images are kept; '
+                             'rerun the same command later' + (', or lower --requests-per-minute' if status == 429 else ''))
+    where = ', '.join([f'HTTP {status}'] + ([code] if code else []) + ([f'parameter {param}'] if param else []))
+    return AidetectError(f'the OpenAI API refused the request for {model} ({where}): {said}')
+
+# %% ../../nbs/11_gen_backends.ipynb #e9f55fa5
+INPUT_FIDELITY = {'gpt-image-1': 'high', 'gpt-image-1.5': 'high'}   # the models that take input_fidelity='high'
+QUALITIES = ('low', 'medium', 'high', 'xhigh', 'max', 'auto')
+
+def input_png(im: Image.Image, width: int, height: int) -> bytes:
+    "`im` centre-cropped to the aspect ratio of `width`x`height` and, if larger, downscaled to it (Lanczos), as PNG."
+    s = min(1.0, im.width / width, im.height / height)
+    buf = io.BytesIO()
+    ImageOps.fit(im, (max(1, round(width * s)), max(1, round(height * s))), Image.LANCZOS).save(buf, 'PNG')
+    return buf.getvalue()
+
+def response_image(r) -> Image.Image:
+    "The first image of an images API response, decoded to RGB."
+    d = r.data[0] if r.data else None
+    if d is None or not d.b64_json:
+        raise AidetectError('the images API answered without image data (b64_json): is --base-url an OpenAI images API?')
+    return open_image(base64.b64decode(d.b64_json))
+
+# %% ../../nbs/11_gen_backends.ipynb #76c8289a
 class RateLimiter:
-    "At most `per_minute` calls a minute, spaced evenly (None: no limit)."
+    "At most `per_minute` calls a minute, spaced evenly (None: no limit); threads may share it."
     def __init__(self, per_minute: float | None = None):
-        self.gap, self.next = (60.0 / per_minute if per_minute else 0.0), 0.0
+        self.gap, self.next, self.lock = (60.0 / per_minute if per_minute else 0.0), 0.0, threading.Lock()
 
     def wait(self):
-        now = time.monotonic()
-        if now < self.next: time.sleep(self.next - now)
-        self.next = max(now, self.next) + self.gap
+        with self.lock:   # take the next slot, then sleep outside the lock
+            now = time.monotonic()
+            start = max(now, self.next)
+            self.next = start + self.gap
+        if start > now: time.sleep(start - now)
 
-# %% ../../nbs/11_gen_backends.ipynb #084ae172
+# %% ../../nbs/11_gen_backends.ipynb #fabc0743
 class OpenAIBackend:
-    "DALL·E 2 image variations through the official `openai` client (retries with backoff on 429/5xx)."
-    backend, seeded, SIZES = 'openai', False, (256, 512, 1024)
+    "Variations by OpenAI's image models: `images.edit` of the photo with a fixed prompt (`dall-e-2`: `images.create_variation`)."
+    backend, seeded = 'openai', False
 
-    def __init__(self, model='dall-e-2', api_key=None, base_url=None, max_retries=5, per_minute=None, timeout=120.0,
+    def __init__(self, model: str = OPENAI_MODEL, prompt: str | None = None, quality: str = 'high', api_key=None,
+                 base_url=None, max_retries: int = 5, per_minute: float | None = None, timeout: float = 300.0,
                  generator=None, client=None):
         self.model, self.generator = model, generator or model
-        check_range('max_retries', max_retries, 0)
-        self.limiter = RateLimiter(per_minute)
+        family = model_family(model)
+        self.sizes = 'dall-e-2' if family == 'dall-e-2' else 'fixed' if family.startswith(('gpt-image-1', 'chatgpt-image')) else 'free'
+        if prompt is not None and self.sizes == 'dall-e-2': raise AidetectError('dall-e-2 variations take no prompt: drop --prompt')
+        if quality not in QUALITIES: raise AidetectError(f"unknown quality {quality!r}; use one of {', '.join(QUALITIES)}")
+        self.prompt = '' if self.sizes == 'dall-e-2' else (prompt or VARIATION_PROMPT)
+        self.quality, self.input_fidelity = quality, INPUT_FIDELITY.get(family)
+        self.max_retries = check_range('max_retries', max_retries, 0)
+        self.limiter = RateLimiter(check_range('requests_per_minute', per_minute, 0))
         if client is None:
             import openai
             key = api_key or os.environ.get('OPENAI_API_KEY')
             if not key: raise AidetectError('--backend openai needs an API key: set OPENAI_API_KEY')
             client = openai.OpenAI(api_key=key, base_url=base_url or os.environ.get('OPENAI_BASE_URL'),
                                    max_retries=max_retries, timeout=timeout)
-        self.client = client
+        self.client, self.revision = client, ''
         self.device = f'OpenAI API at {client.base_url}'
-        self.revision = ''
+        when = retired_on(model)   # OpenAI's own API no longer serves it: say so before paying for a request
+        if when and when <= date.today().isoformat() and 'api.openai.com' in str(client.base_url): raise model_gone(model)
 
-    default_size = 512
+    @property
+    def default_size(self) -> int:
+        "The long side asked for by default: 1024 px (GPT image models' standard sizes), 512 px for DALL·E 2."
+        return 512 if self.sizes == 'dall-e-2' else 1024
+
+    @property
+    def max_side(self) -> int:
+        "The longest side the model makes."
+        return {'dall-e-2': 1024, 'fixed': 1536, 'free': 3840}[self.sizes]
 
     def dims_for(self, width: int, height: int, size: int) -> tuple[int, int]:
-        "DALL·E 2 makes squares of 256, 512 or 1024 px: the smallest of them at least `size`."
-        side = min((s for s in self.SIZES if s >= size), default=max(self.SIZES))
-        return side, side
+        "The size to ask for: the photo's aspect ratio at long side `size`, rounded up to the model's limits (or its nearest fixed size)."
+        if self.sizes == 'dall-e-2':
+            side = min((s for s in DALLE2_SIZES if s >= size), default=max(DALLE2_SIZES))
+            return side, side
+        return nearest_size(width, height, GPT_IMAGE_SIZES) if self.sizes == 'fixed' else free_size(width, height, size)
 
     def describe(self) -> dict:
-        return dict(generator=self.generator, model=self.model, revision='', steps='', guidance='', scheduler='')
+        "How this backend makes images, in manifest columns: the model, the request's parameters and the prompt."
+        how = ('images.create_variation' if self.sizes == 'dall-e-2' else f'images.edit quality={self.quality} output_format=png'
+               + (f' input_fidelity={self.input_fidelity}' if self.input_fidelity else ''))
+        return dict(generator=self.generator, model=self.model, revision='', conditioning=how, prompt=self.prompt,
+                    steps='', guidance='', scheduler='')
 
     def prepare(self, image):
-        "The centre square of `image` (the endpoint takes square PNGs)."
-        s = min(image.size)
-        l, t = (image.width - s) // 2, (image.height - s) // 2
-        return image.crop((l, t, l + s, t + s))
+        "The photo itself: each request crops and scales it to the size asked for."
+        return image
+
+    def request(self, png: bytes, width: int, height: int):
+        "One API call for the input image `png`: an edit, or (DALL·E 2) a variation."
+        image, size = ('image.png', png, 'image/png'), f'{width}x{height}'
+        if self.sizes != 'dall-e-2':
+            extra = dict(input_fidelity=self.input_fidelity) if self.input_fidelity else {}
+            return self.client.images.edit(model=self.model, image=image, prompt=self.prompt, n=1, size=size,
+                                           quality=self.quality, output_format='png', **extra)
+        with warnings.catch_warnings():   # the client marks the endpoint retired; endpoints that serve DALL·E 2 still have it
+            warnings.simplefilter('ignore', DeprecationWarning)
+            return self.client.images.create_variation(image=image, model=self.model, n=1, size=size, response_format='b64_json')
+
+    def variation(self, im, width: int, height: int) -> Variation:
+        "One image made from photo `im` at `width`x`height`; a safety refusal comes back flagged, any other failure stops the run."
+        import openai
+        png = input_png(im, width, height)
+        self.limiter.wait()
+        try: r = self.request(png, width, height)
+        except openai.APIError as e:
+            if is_refusal(e): return Variation(None, True, 'safety-refusal', api_words(e))
+            raise stop_error(e, self.model, self.max_retries) from None
+        return Variation(response_image(r))
 
     def generate(self, conds: list, seeds: list, width: int, height: int) -> list[Variation]:
-        "One variation per image, one request each (the API takes no seed; `seeds` are not used)."
-        import openai
-        out = []
-        for im in conds:
-            buf = io.BytesIO(); im.resize((width, height), Image.LANCZOS).save(buf, 'PNG')
-            self.limiter.wait()
-            try:
-                r = self.client.images.create_variation(image=('image.png', buf.getvalue(), 'image/png'), model=self.model,
-                                                        n=1, size=f'{width}x{height}', response_format='b64_json')
-            except openai.AuthenticationError as e: raise AidetectError(f'OpenAI refused the API key ({e.message})') from None
-            except openai.BadRequestError as e:   # e.g. the safety system refused the image: treat like a blackout
-                out.append(Variation(None, True)); continue
-            except (openai.RateLimitError, openai.APIConnectionError, openai.InternalServerError) as e:
-                raise AidetectError(f'the OpenAI API kept failing after retries ({type(e).__name__}); finished images are '
-                                    'kept: rerun the same command later, or lower --requests-per-minute') from None
-            img = Image.open(io.BytesIO(base64.b64decode(r.data[0].b64_json))).convert('RGB')
-            out.append(Variation(img, is_blackout(img)))
-        return out
+        "One image per photo in `conds`, their requests in flight together (the API takes no seed: `seeds` are not used)."
+        with ThreadPoolExecutor(max(1, len(conds)), thread_name_prefix='aidetect-openai') as pool:
+            return list(pool.map(lambda im: self.variation(im, width, height), conds))

@@ -6,10 +6,11 @@ Docs: https://aidetect.github.io/aidetect/gen_cli.html.md"""
 
 # %% ../../nbs/17_gen_cli.ipynb #2a2e0460
 from __future__ import annotations
-import os, sys
+import os, sys, time
 from typing import Annotated
 from ..core import AidetectError
 from ..script import Command, run_cli
+from .backends import OPENAI_MODEL
 
 # %% auto #0
 __all__ = ['COMMANDS', 'EPILOG', 'cli_variations', 'main']
@@ -30,10 +31,11 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                    dtype: Annotated[str, dict(choices=['fp16', 'bf16', 'fp32'])] = None,   # default: fp16 on CUDA (bf16 for flux-redux), fp32 on CPU
                    safety_checker: bool = True,   # run the pipeline's safety checker where it has one (--no-safety-checker: load it without)
                    conditioning: Annotated[str, dict(choices=['card', 'processor'])] = 'card',   # sd-variations: card: the whole image, 224 px bicubic without antialiasing, as the model card says; processor: the pipeline's CLIPImageProcessor (centre crop)
-                   openai_model: str = 'dall-e-2',   # image model of the OpenAI backend
+                   openai_model: str = OPENAI_MODEL,   # OpenAI image model, edited with --prompt. OpenAI removed dall-e-2 (and its variations endpoint) on 2026-05-12: it works only with a --base-url that still serves it; for DALL·E 2 images made before then, use `aidetect-gen import`
+                   prompt: str = None,   # the OpenAI backend's edit prompt (default: a fixed one asking for a new photo of the same scene); recorded in the manifest
                    base_url: str = None,   # OpenAI API base URL (default: OPENAI_BASE_URL or the official one)
                    requests_per_minute: float = None,   # rate limit for API requests
-                   api_retries: int = 5,   # retries with backoff on 429 and 5xx answers
+                   api_retries: int = 5,   # retries with backoff on 408, 409, 429 and 5xx answers and lost connections
                    n_per_image: int = 1,   # variations per source image
                    size: int = None,   # long side of generated images in px (default: the model's native size, 512; with several generators, the smallest of theirs)
                    batch_size: int = 4,   # images per pipeline call
@@ -46,7 +48,7 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                    max_retries: int = 3,   # new seeds to try after a safety-checker blackout
                    Quiet: bool = False):   # no progress bar
     "Make AI counterparts of every image under SRC, by one or several generators, into the aidetect dataset OUT (resumable: rerun after a crash)."
-    from aidetect.gen.backends import OpenAIBackend
+    from aidetect.gen.backends import OpenAIBackend, retired_on
     from aidetect.gen.distributor import Distributor
     from aidetect.gen.run import VariationJob, run_variations
     from aidetect.gen.plan import scan_sources
@@ -56,6 +58,7 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                        limit=limit, per_category=per_category, format=format, size_policy=size_policy, domain=domain,
                        max_retries=max_retries)
     if backend == 'sd':   # an unknown generator or a bad setting is reported before anything is read or written
+        if prompt is not None: raise AidetectError('--prompt is for --backend openai: the open generators of --generator take no prompt')
         names = generator_names(generator or 'sd-variations')
         check_settings(len(names), model, revision, steps, strength, noise_level)
     scan_sources(src)   # a missing SRC is reported before a model is loaded
@@ -67,10 +70,14 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                             dtype=dtype, steps=steps, guidance=guidance, scheduler=scheduler, strength=strength,
                             noise_level=noise_level, safety_checker=safety_checker, conditioning=conditioning)
     if backend == 'openai':
-        b = OpenAIBackend(openai_model, base_url=base_url, max_retries=api_retries, per_minute=requests_per_minute,
+        b = OpenAIBackend(openai_model, prompt, base_url=base_url, max_retries=api_retries, per_minute=requests_per_minute,
                           generator=generator)
-        if size and size not in b.SIZES: raise AidetectError(f'--size must be one of {b.SIZES} for DALL·E 2, got {size}')
+        if size and size > b.max_side: raise AidetectError(f'--size must be at most {b.max_side} for {openai_model}, got {size}')
         if dist.is_main: say(f"{b.generator} ({b.model}) on {b.device}")
+        if dist.is_main and (when := retired_on(openai_model)):   # served by a --base-url, or not retired yet
+            gone = when <= time.strftime('%Y-%m-%d')
+            say(f"OpenAI {'removed' if gone else 'removes'} {openai_model} from its API on {when}; "
+                f"--openai-model {OPENAI_MODEL} is current")
     elif dist.is_main and model == 'tiny':
         say('the tiny models have random weights: their images are noise, useful only to check the machinery')
     s = run_variations(job, b, progress=False if Quiet else None, log=lambda m: print(m, file=sys.stderr))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, asdict, replace
 from typing import Callable
 from pathlib import Path, PurePosixPath
 from PIL import Image
-from ..core import AidetectError, check_range, sha256_bytes
+from ..core import AidetectError, check_range, progress_bars, sha256_bytes
 from ..images import BadImage, open_image, source_style, EXTENSIONS
 from ..dataset import (MANIFEST, REJECTED, DatasetLock, DatasetWriter, merge_parts, read_all, read_splits, real_path, remove_temp_files,
                               verified_rows)
@@ -297,7 +297,7 @@ class VariationRun:
         self.writer = BackgroundWriter(DatasetWriter(job.out, rank=self.dist.rank if self.dist.world > 1 else None))
         todo = sum(it.key not in self.done for _, b in plan.batches for it in b)
         bar = tqdm(total=todo, unit='img', desc=f'variations{self.dist.tag}', dynamic_ncols=True, file=sys.stderr,
-                   disable=(not progress) if progress is not None else None)
+                   disable=not progress_bars(progress))   # a log or a pipe: the summary line only
         try:
             for bi, (dims, batch) in enumerate(plan.batches):
                 batch = [it for it in batch if self.source(it.source.rel) is not None]
