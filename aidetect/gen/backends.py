@@ -19,9 +19,9 @@ from .pipeline import DEFAULT_MODEL, DEFAULT_REVISION, PRESETS, load_pipeline
 
 # %% auto #0
 __all__ = ['CONDITIONINGS', 'OPENAI_MODEL', 'VARIATION_PROMPT', 'RETIRED', 'GPT_IMAGE_SIZES', 'DALLE2_SIZES', 'REFUSAL_CODES',
-           'INPUT_FIDELITY', 'QUALITIES', 'Variation', 'is_blackout', 'generation_size', 'card_conditioning',
-           'SDBackend', 'model_family', 'retired_on', 'model_gone', 'free_size', 'nearest_size', 'api_words',
-           'is_refusal', 'stop_error', 'input_png', 'response_image', 'RateLimiter', 'OpenAIBackend']
+           'INPUT_FIDELITY', 'QUALITIES', 'Variation', 'is_blackout', 'generation_size', 'size_at_least',
+           'card_conditioning', 'SDBackend', 'model_family', 'retired_on', 'model_gone', 'free_size', 'nearest_size',
+           'api_words', 'is_refusal', 'stop_error', 'input_png', 'response_image', 'RateLimiter', 'OpenAIBackend']
 
 # %% ../../nbs/11_gen_backends.ipynb #bb7ffc9e
 @dataclass
@@ -43,6 +43,12 @@ def generation_size(width: int, height: int, size: int, multiple: int) -> tuple[
     snap = lambda v: max(multiple, int(v // multiple) * multiple)
     return snap(w), snap(h)
 
+def size_at_least(width: int, height: int, multiple: int = 8, min_side: int = 0) -> tuple[int, int]:
+    "The smallest (w, h) covering `width`×`height` in multiples of `multiple`, first scaled up (same aspect ratio) to a long side of `min_side`."
+    f = max(1.0, min_side / max(width, height))
+    up = lambda v: max(multiple, -(-round(v * f, 6) // multiple) * multiple)   # round: 512 * 2.0 is 1024, not 1024.0000001
+    return int(up(width)), int(up(height))
+
 # %% ../../nbs/11_gen_backends.ipynb #c9132bfd
 def card_conditioning(image, size: int, mean, std):
     "The model card's encoder input: the whole `image` as [0, 1] floats, squashed to `size`×`size` (bicubic, no antialiasing), normalised."
@@ -58,7 +64,7 @@ CONDITIONINGS = ('card', 'processor')
 
 class SDBackend:
     "Stable Diffusion image variations through diffusers' `StableDiffusionImageVariationPipeline`."
-    backend, seeded = 'sd', True
+    backend, seeded, sized_input, kind = 'sd', True, False, 'generation'
 
     def __init__(self, model=DEFAULT_MODEL, revision=DEFAULT_REVISION, steps=25, guidance=3.0, scheduler='dpm++',
                  device=None, dtype=None, pipe=None, generator=None, safety_checker=True, conditioning='card'):
@@ -85,6 +91,10 @@ class SDBackend:
     def dims_for(self, width: int, height: int, size: int) -> tuple[int, int]:
         "Generation size for a `width`x`height` source: its aspect ratio, long side at most `size`."
         return generation_size(width, height, size, self.size_multiple)
+
+    def generation_dims(self, width: int, height: int) -> tuple[int, int]:
+        "The size to generate for a group stored at `width`x`height`: at least as large, in multiples of `size_multiple`."
+        return size_at_least(width, height, self.size_multiple)
 
     @property
     def encoder_size(self) -> int:

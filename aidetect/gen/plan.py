@@ -13,10 +13,12 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 from ..core import AidetectError, walk_files
 from ..dataset import real_path, variant_path
+from .backends import generation_size
 
 # %% auto #0
-__all__ = ['SIZE_POLICIES', 'Source', 'scan_sources', 'select_sources', 'variant_seed', 'stem_clashes', 'peek_size', 'Item',
-           'plan_batches', 'RunPlan', 'plan_run', 'generation_side', 'crop_to_aspect', 'group_size', 'fit']
+__all__ = ['SIZE_POLICIES', 'GROUP_MULTIPLE', 'Source', 'scan_sources', 'select_sources', 'variant_seed', 'stem_clashes',
+           'peek_size', 'Item', 'plan_batches', 'RunPlan', 'plan_items', 'pending', 'plan_run', 'generation_side',
+           'group_target', 'crop_to_aspect', 'group_size', 'fit']
 
 # %% ../../nbs/12_gen_plan.ipynb #b4a576cb
 @dataclass(frozen=True)
@@ -101,25 +103,35 @@ class RunPlan:
     real_todo: set        # sources whose real copy is not in the dataset yet
     order: list           # source rels in the order they are needed
     skipped: int = 0      # variations already done
+    sizes: dict = field(default_factory=dict)   # source rel -> its upright (w, h) from the header, or None
+
+def plan_items(sources: list[Source], generator: str, n_per_image: int) -> list[Item]:
+    "Every variation `generator` makes of `sources`, in order."
+    clashes = stem_clashes(sources)
+    return [Item(s, k, variant_path(s.rel, generator, k, '', s.rel not in clashes)) for s in sources for k in range(n_per_image)]
+
+def pending(sources: list[Source], generator: str, n_per_image: int, done: set, real_ext: str = '') -> bool:
+    "Is anything of `sources` left to make by `generator` (a variation, or a real copy) given what is `done`?"
+    return (any(it.key not in done for it in plan_items(sources, generator, n_per_image))
+            or any(real_path(s.rel, real_ext) not in done for s in sources))
 
 def plan_run(sources: list[Source], generator: str, n_per_image: int, batch_size: int, done: set, dims_for,
              real_ext: str = '') -> RunPlan:
     "The `RunPlan` of making `n_per_image` variations by `generator` of `sources`; `dims_for(w, h)` sizes a source."
-    clashes = stem_clashes(sources)
-    items = [Item(s, k, variant_path(s.rel, generator, k, '', s.rel not in clashes)) for s in sources for k in range(n_per_image)]
+    items = plan_items(sources, generator, n_per_image)
     real_todo = {s.rel for s in sources if real_path(s.rel, real_ext) not in done}
     # sources with nothing left to do are not even opened; the rest are planned from their headers
     busy = {it.source.rel for it in items if it.key not in done} | real_todo
-    dims = {}
+    dims, sizes = {}, {}
     for s in sources:
         if s.rel in busy:
-            wh = peek_size(s.path)
+            wh = sizes[s.rel] = peek_size(s.path)
             dims[s.rel] = dims_for(*wh) if wh else None
     # a source whose header can't be read gets no batch: reading it records why it is unusable
     todo = [it for it in items if it.source.rel in busy and dims[it.source.rel] is not None]
     batches = [(d, b) for d, b in plan_batches(todo, dims, batch_size) if any(it.key not in done for it in b)]
     order = list(dict.fromkeys([it.source.rel for _, b in batches for it in b] + [s.rel for s in sources if s.rel in busy]))
-    return RunPlan(batches, dims, real_todo, order, skipped=sum(it.key in done for it in items))
+    return RunPlan(batches, dims, real_todo, order, skipped=sum(it.key in done for it in items), sizes=sizes)
 
 # %% ../../nbs/12_gen_plan.ipynb #d6fd1e22
 SIZE_POLICIES = ('matched', 'source', 'native')
@@ -127,6 +139,12 @@ SIZE_POLICIES = ('matched', 'source', 'native')
 def generation_side(width: int, height: int, size: int, policy: str = 'matched') -> int:
     "The long side to generate a `width`x`height` source at: `size`, and never more than the source's own unless `policy` is 'source'."
     return size if policy == 'source' else min(size, max(width, height))
+
+GROUP_MULTIPLE = 8   # px: a group's sides are multiples of this, the latent grid of most diffusion models
+
+def group_target(width: int, height: int, size: int, policy: str = 'matched') -> tuple:
+    "The size a `width`x`height` source's group is made for, from the source alone: its aspect ratio, long side `generation_side`, multiples of 8 (down)."
+    return generation_size(width, height, generation_side(width, height, size, policy), GROUP_MULTIPLE)
 
 def crop_to_aspect(width: int, height: int, aspect_w: int, aspect_h: int) -> tuple:
     "The largest centred box (left, top, right, bottom) of a `width`x`height` image with the aspect ratio `aspect_w`:`aspect_h`."

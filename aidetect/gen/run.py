@@ -6,9 +6,10 @@ Docs: https://aidetect.github.io/aidetect/gen_run.html.md"""
 
 # %% ../../nbs/14_gen_run.ipynb #c7fc4ef1
 from __future__ import annotations
-import io, json, queue, sys, threading, time
+import gc, io, json, queue, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict, replace
+from typing import Callable
 from pathlib import Path, PurePosixPath
 from PIL import Image
 from ..core import AidetectError, check_range, progress_bars, sha256_bytes
@@ -16,12 +17,13 @@ from ..images import BadImage, open_image, source_style, EXTENSIONS
 from ..dataset import (MANIFEST, REJECTED, DatasetLock, DatasetWriter, merge_parts, read_all, read_splits, real_path, remove_temp_files,
                               verified_rows)
 from .distributor import Distributor
-from .plan import (SIZE_POLICIES, Source, fit, generation_side, group_size, plan_run, scan_sources,
-                               select_sources, variant_seed)
+from .plan import (SIZE_POLICIES, RunPlan, Source, fit, generation_side, group_size, group_target, pending,
+                               plan_run, scan_sources, select_sources, variant_seed)
 
 # %% auto #0
 __all__ = ['FORMATS', 'BLACKOUT', 'GIVEN_UP', 'VariationJob', 'RunSummary', 'tidy_dataset', 'finished', 'SourceRead',
-           'read_source', 'ReadAhead', 'generate_batch', 'BackgroundWriter', 'VariationRun', 'run_variations']
+           'read_source', 'ReadAhead', 'generate_batch', 'BackgroundWriter', 'LazyBackend', 'VariationRun',
+           'run_variations']
 
 # %% ../../nbs/14_gen_run.ipynb #d36dc393
 FORMATS = {'source': None, 'jpeg': 'JPEG', 'png': 'PNG', 'webp': 'WEBP'}
@@ -112,18 +114,24 @@ class SourceRead:
     cond: object
     real: object = None       # the real copy: the source's bytes (untouched) or an image to save in `style`
     real_resample: str = ''   # what the real copy's pixels went through
+    group: tuple = None       # under 'matched': the size every image of the group is stored at
 
-def read_source(source: Source, backend, fmt: str | None = None, policy: str = 'matched', dims=None) -> SourceRead:
-    "Read, decode and prepare one source; under 'matched', also make its real copy at the group's size (raises `BadImage`)."
+def read_source(source: Source, backend, fmt: str | None = None, policy: str = 'matched', dims=None,
+                target=None) -> SourceRead:
+    "Read, decode and prepare one source (for generation at `dims`); under 'matched', also make its real copy at the size of the group, made for `target` (default `dims`)."
     data = source.path.read_bytes()
     im = open_image(data)
     style = source_style(io.BytesIO(data))
     if fmt: style = dict(format=fmt, quality=None, subsampling=None, qtables=None, icc_profile=style['icc_profile'])
-    if policy == 'matched' and dims: real, how = fit(im, group_size(im.size, dims))
+    target, group = target or dims, None
+    if policy == 'matched' and target:
+        group = group_size(im.size, target)
+        real, how = fit(im, group)
     else: real, how = data, ''
+    if not getattr(backend, 'sized_input', False): cond = backend.prepare(im)
+    else: cond = backend.prepare(im, dims) if dims else None   # no size: the source only needs its real copy
     # a matched real copy is always re-encoded, like its variations: same encoder, same tables, no EXIF
-    return SourceRead(im.size, style, sha256_bytes(data), backend.prepare(im), real,
-                      (how or 'reencode') if policy == 'matched' else '')
+    return SourceRead(im.size, style, sha256_bytes(data), cond, real, (how or 'reencode') if policy == 'matched' else '', group)
 
 class ReadAhead:
     "Runs `read(rel)` in `workers` threads for the sources in `order`, keeping `ahead` of them in flight."
@@ -180,29 +188,60 @@ class BackgroundWriter:
         if self.error is not None: raise self.error
 
 # %% ../../nbs/14_gen_run.ipynb #5d994256
+@dataclass
+class LazyBackend:
+    "A backend made only when a run has work for it: its `generator` name and `default_size` are known before `make()` loads it."
+    generator: str
+    default_size: int
+    make: Callable
+
 class VariationRun:
-    "One process's share of a variations job: plan, read, generate, write."
-    def __init__(self, job: VariationJob, backend, dist: Distributor, log=print):
-        self.job, self.backend, self.dist, self.log = job, backend, dist, log
-        self.meta = backend.describe()
-        self.fmt, self.size, self.policy = FORMATS[job.format], job.size or backend.default_size, job.size_policy
+    "One process's share of a variations job by one backend (a `LazyBackend` is loaded only if there is work): plan, read, generate, write."
+    def __init__(self, job: VariationJob, backend, dist: Distributor, log=print, size: int | None = None):
+        self.job, self.dist, self.log = job, dist, log
+        self.lazy = backend if isinstance(backend, LazyBackend) else None
+        self.backend, self.generator = (None if self.lazy else backend), backend.generator
+        self.fmt, self.policy = FORMATS[job.format], job.size_policy
+        self.size = size or job.size or backend.default_size
         # a matched real copy saved in another format than its source's gets that format's extension too
         self.real_ext = EXTENSIONS[self.fmt] if self.fmt and self.policy == 'matched' else ''
         self.domain = job.domain or Path(job.src).resolve().name
         self.splits = read_splits(job.src)   # official splits of the photos, when the folder came with them
         self.summary = RunSummary()
 
+    def target(self, width: int, height: int) -> tuple:
+        "The size the group of a `width`x`height` source is made for (and stored at, under 'matched')."
+        if self.sized: return group_target(width, height, self.size, self.policy)   # the source's alone: any generator agrees
+        return self.backend.dims_for(width, height, generation_side(width, height, self.size, self.policy))
+
+    def dims_for(self, width: int, height: int) -> tuple:
+        "The size the backend makes for a `width`x`height` source."
+        t = self.target(width, height)
+        return self.backend.generation_dims(*t) if self.sized else t
+
     def plan(self, sources: list[Source]):
-        "Plan this process's share of `sources` against what the dataset already holds."
+        "Plan this process's share of `sources` against what the dataset already holds (loading a lazy backend if needed)."
         self.summary.sources = len(sources)
         self.done, rejected_inputs = finished(self.job.out)
         mine = [s for s in self.dist.shard(sources) if s.rel not in rejected_inputs]
         self.by_rel = {s.rel: s for s in mine}
-        dims_for = lambda w, h: self.backend.dims_for(w, h, generation_side(w, h, self.size, self.policy))
-        self.plan_ = plan_run(mine, self.meta['generator'], self.job.n_per_image, self.job.batch_size, self.done,
-                              dims_for, self.real_ext)
+        if self.lazy and not pending(mine, self.generator, self.job.n_per_image, self.done, self.real_ext):
+            self.meta = dict(generator=self.generator)   # finished before: its model is not even loaded
+            self.plan_ = RunPlan([], {}, set(), [], skipped=len(mine) * self.job.n_per_image)
+        else:
+            if self.backend is None: self.backend = self.lazy.make()
+            self.meta, self.sized = self.backend.describe(), hasattr(self.backend, 'generation_dims')
+            self.plan_ = plan_run(mine, self.generator, self.job.n_per_image, self.job.batch_size, self.done,
+                                  self.dims_for, self.real_ext)
         self.summary.skipped = self.plan_.skipped
         return self.plan_
+
+    def release(self):
+        "Let go of a backend this run loaded, so the next one has the memory."
+        if self.lazy and self.backend is not None:
+            self.backend = None
+            gc.collect()
+            if 'torch' in sys.modules and sys.modules['torch'].cuda.is_available(): sys.modules['torch'].cuda.empty_cache()
 
     def source(self, rel: str) -> SourceRead | None:
         "The read source `rel`, or None if unusable (recorded once, in rejected.csv); writes its real copy if missing."
@@ -235,7 +274,7 @@ class VariationRun:
             return
         image = v.image
         r = self.read[it.source.rel]
-        if self.policy == 'matched': img, how = fit(image, group_size(r.size, dims))
+        if self.policy == 'matched': img, how = fit(image, r.group)
         elif self.policy == 'source': img, how = fit(image, r.size)
         else: img, how = image, ''
         row = dict(group=it.source.rel, domain=self.domain, category=it.source.category, label='ai', **self.meta,
@@ -249,10 +288,12 @@ class VariationRun:
         "Make everything the plan holds; Ctrl-C finishes the files already generated."
         from tqdm.auto import tqdm
         job, plan = self.job, self.plan_
+        if self.backend is None: return self.summary   # nothing to do
         self.read, self.failed = {}, set()
         ahead = max(2 * job.batch_size, 8)   # read this many sources ahead: generation never waits on decoding
-        self.reader = ReadAhead(plan.order, lambda rel: read_source(self.by_rel[rel], self.backend, self.fmt,
-                                                                    self.policy, plan.dims.get(rel)), job.read_workers, ahead)
+        target = lambda rel: self.target(*plan.sizes[rel]) if plan.sizes.get(rel) else None
+        self.reader = ReadAhead(plan.order, lambda rel: read_source(self.by_rel[rel], self.backend, self.fmt, self.policy,
+                                                                    plan.dims.get(rel), target(rel)), job.read_workers, ahead)
         self.writer = BackgroundWriter(DatasetWriter(job.out, rank=self.dist.rank if self.dist.world > 1 else None))
         todo = sum(it.key not in self.done for _, b in plan.batches for it in b)
         bar = tqdm(total=todo, unit='img', desc=f'variations{self.dist.tag}', dynamic_ncols=True, file=sys.stderr,
@@ -283,9 +324,22 @@ def _append_log(out: Path, job, meta, summary, world, n_rows):
                manifest_rows=n_rows, summary=asdict(summary))
     with open(out/'runs.jsonl', 'a', encoding='utf-8') as f: f.write(json.dumps(rec, default=str) + '\n')
 
+def _total(summaries: list, sources: int) -> RunSummary:
+    "The summary of a run of several backends: their counts added up."
+    if len(summaries) == 1: return summaries[0]
+    add = lambda k: sum(getattr(s, k) for s in summaries)
+    return RunSummary(sources, *(add(k) for k in ('done', 'skipped', 'real', 'rejected', 'retried', 'blacked_out')),
+                      interrupted=any(s.interrupted for s in summaries))
+
 def run_variations(job: VariationJob, backend, progress: bool | None = None, log=print) -> RunSummary:
-    "Make `job.n_per_image` variations of every usable image in `job.src` into the dataset `job.out`."
+    "Make `job.n_per_image` variations of every usable image in `job.src` into the dataset `job.out`, by `backend` or by each of a list of backends in turn."
     t0 = time.time()
+    backends = list(backend) if isinstance(backend, (list, tuple)) else [backend]
+    names = [b.generator for b in backends]
+    if len(set(names)) < len(names): raise AidetectError(f'generators must differ, got {names}')
+    if len(backends) > 1 and not all(isinstance(b, LazyBackend) or hasattr(b, 'generation_dims') for b in backends):
+        raise AidetectError('only backends that size to a group (generation_dims) can share a dataset in one run')
+    size = job.size or min(b.default_size for b in backends)   # one group size, whichever generator makes the group
     sources, dist, out = job.sources(), Distributor(), Path(job.out)
     lock, err = None, None
     if dist.is_main:   # the main process holds the dataset's lock for the whole run, on behalf of every process
@@ -295,14 +349,26 @@ def run_variations(job: VariationJob, backend, progress: bool | None = None, log
     try:
         if dist.is_main: tidy_dataset(out, log)
         dist.wait()
-        run = VariationRun(job, backend, dist, log)
-        run.plan(sources)
-        summary = run.run(progress)
+        summaries, metas = [], []
+        for b in backends:   # one after the other: one model in memory at a time
+            t = time.time()
+            run = VariationRun(job, b, dist, log, size)
+            try: run.plan(sources)   # may load a model: Ctrl-C there stops the run as cleanly as during generation
+            except KeyboardInterrupt:
+                log('\ninterrupted while loading a model; rerun the same command to continue')
+                summaries.append(RunSummary(interrupted=True)); break
+            summaries.append(s := run.run(progress))
+            s.elapsed = time.time() - t
+            metas.append(run.meta)
+            run.release()
+            if len(backends) > 1: log(f'{run.generator}{dist.tag}: {s}')
+            if s.interrupted: break
+        summary = _total(summaries, len(sources))
         dist.wait()
         summary.elapsed = time.time() - t0
         if dist.is_main and not summary.interrupted:
             merged = merge_parts(out)
-            _append_log(out, job, run.meta, summary, dist.world, len(merged))
+            _append_log(out, job, metas[0] if len(metas) == 1 else metas, summary, dist.world, len(merged))
     finally:
         if lock: lock.release()
     return summary
