@@ -28,7 +28,7 @@ from fastai.distributed import DistributedDL
 from fastcore.basics import patch
 from sklearn.metrics import precision_score, recall_score, f1_score
 from .images import BadImage, open_image
-from .dataset import LABELS, load_datasets, group_keys, group_split_idxs, count_table, manifest_hash, preflight
+from .dataset import LABELS, SPLITS, load_datasets, group_keys, group_split_idxs, split_idxs, count_table, manifest_hash, preflight
 from .gen.distributor import Distributor
 from fastcore.meta import delegates
 from typing import Annotated
@@ -304,11 +304,13 @@ def collate_channels_last(items) -> tuple:
 
 def detector_dls(source, size: int = 224, bs: int = 64, valid_pct: float = 0.2, seed: int = 42, aug: str = 'fastai',
                  arch: str = 'resnet34', balance: bool = False, workers: int | None = None, device=None,
-                 strict: bool = False, verbose: bool = True):
-    "DataLoaders for dataset folder(s) or a manifest DataFrame `source`, split by group, unusable files left out."
+                 strict: bool = False, verbose: bool = True, split: str = 'random'):
+    "DataLoaders for dataset folder(s) or a manifest DataFrame `source`, split by group (or officially), unusable files left out."
     df = load_datasets(source)
     if df.empty: raise AidetectError('the dataset has no images; check manifest.csv')
-    tr, va = group_split_idxs(df, valid_pct, seed)   # of the whole manifest: a file that can't be read moves no group
+    tr, va = split_idxs(df, split, valid_pct, seed)   # of the whole manifest: a file that can't be read moves no group
+    if split == 'official': valid_pct = len(va) / len(df)
+    if split == 'official' and not va: raise AidetectError("the official split has no validation images (every row's split is 'train'); use --split random")
     if valid_pct > 0 and not va: raise AidetectError('too few groups to split off a validation set; add images or use --valid-pct 0')
     df = df.assign(is_valid=np.isin(np.arange(len(df)), va))
     df, excluded = usable_rows(df, strict, verbose=verbose)
@@ -332,7 +334,7 @@ def detector_dls(source, size: int = 224, bs: int = 64, valid_pct: float = 0.2, 
         dls = dsets.weighted_dataloaders(wgts, after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kw)
     else: dls = dblock.dataloaders(items, **kw)
     dls.manifest, dls.excluded, dls.size, dls.seed = df, excluded, size, seed
-    dls.valid_pct, dls.aug, dls.balance = valid_pct, aug, balance
+    dls.valid_pct, dls.aug, dls.balance, dls.split = valid_pct, aug, balance, split
     keys = group_keys(df)
     dls.train_groups, dls.valid_groups = sorted(set(keys[~df['is_valid']])), sorted(set(keys[df['is_valid']]))
     return dls
@@ -458,7 +460,8 @@ def train_detector(source,                     # dataset folder(s), or a manifes
                    lr: float | None = None,    # learning rate (default: lr_find's suggestion)
                    pretrained: bool = True,    # start from ImageNet weights (--no-pretrained: from scratch)
                    weights: str | None = None, # local ImageNet state dict for `arch` (.pth or .safetensors)
-                   valid_pct: float = 0.2,     # share of groups held out for validation
+                   valid_pct: float = 0.2,     # share of groups held out for validation (random split)
+                   split: str = 'random',      # validation split: random (by group) or official (the datasets' own split column)
                    seed: int = 42,             # seed of the split and the training
                    aug: str = 'fastai',        # augmentation recipe: none, fastai, epstein or cnndetection
                    balance: bool = False,      # sample batches so each class, and each domain within it, is seen equally often
@@ -475,6 +478,7 @@ def train_detector(source,                     # dataset folder(s), or a manifes
     from fastai.torch_core import set_seed
     check_range('epochs', epochs, 1); check_range('freeze_epochs', freeze_epochs, 0); check_range('size', size, 1)
     check_range('bs', bs, 1); check_range('valid_pct', valid_pct, 0, 1, hi_open=True)
+    if split not in SPLITS: raise AidetectError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     if lr is not None and lr <= 0: raise AidetectError(f'lr must be positive, got {lr}')
     if not pretrained and weights: raise AidetectError('--weights and --no-pretrained contradict each other; pick one')
     dist = this_process()
@@ -487,7 +491,7 @@ def train_detector(source,                     # dataset folder(s), or a manifes
     resolve_arch(arch)   # a wrong name fails before any data is read
     verbose_here = verbose and dist.is_main
     dls = detector_dls(source, size=size, bs=bs // dist.world, valid_pct=valid_pct, seed=seed, aug=aug, arch=arch,
-                       balance=balance, workers=workers, device=device, strict=strict, verbose=verbose_here)
+                       balance=balance, workers=workers, device=device, strict=strict, verbose=verbose_here, split=split)
     learn = detector_learner(dls, arch, pretrained, weights, mixed_precision=mixed_precision, compile=compile)
     pretrained = learn.pretrained
     t0 = time.time()
@@ -577,6 +581,7 @@ def detector_info(learn: Learner) -> dict:
                 excluded=dls.excluded.to_dict('records') if hasattr(dls, 'excluded') else [],
                 datasets=[dict(name=Path(r).name, path=str(r), manifest_sha256=manifest_hash(r)) for r in roots],
                 n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), seed=dls.seed, valid_pct=dls.valid_pct,
+                split=getattr(dls, 'split', 'random'),
                 train_groups=list(dls.train_groups), valid_groups=list(dls.valid_groups),
                 lr=getattr(learn, 'lr_used', None), train_seconds=getattr(learn, 'train_seconds', None),
                 metrics={n: (None if v is None or not np.isfinite(float(v)) else float(v)) for n, v in zip(names, vals)},
