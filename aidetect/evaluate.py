@@ -18,6 +18,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import (accuracy_score, precision_score, recall_score, f1_score, roc_auc_score,
                              average_precision_score, confusion_matrix, roc_curve)
 from .core import AidetectError, check_range
+from .audit import audit as shortcut_audit
 from .dataset import LABELS, POSITIVE, dataset_root, group_keys, load_datasets, manifest_hash, read_manifest
 from .detector import Detector, detector_from_learner, load_detector, model_files, predict_files
 from .train import best_cut
@@ -292,9 +293,9 @@ class EvalResult:
         "An interactive confusion matrix for notebooks: pick a test dataset, slide the threshold, see mistakes."
         return confusion_widget(self)
 
-    def save(self, out) -> dict:
-        "Write metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png and report.md to `out`."
-        return write_report(self, out)
+    def save(self, out, audit: bool = True) -> dict:
+        "Write metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png, report.md (and the test sets' audit) to `out`."
+        return write_report(self, out, audit)
 
     def _repr_html_(self): return self.table._repr_html_()
     def __repr__(self): return format_table(self.table)
@@ -415,8 +416,8 @@ def threshold_lines(threshold: float, info: dict, bootstrap: int, seed: int) -> 
              f"its variations together), seed {seed}. With few groups they are rough, and a skewed metric (AP near its "
              "floor) can even sit just outside its own interval." if bootstrap else 'No intervals (bootstrap 0).')]
 
-def write_report(res: EvalResult, out) -> dict:
-    "Write `res` to folder `out`: metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png, report.md."
+def write_report(res: EvalResult, out, audit: bool = True) -> dict:
+    "Write `res` to folder `out`: metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png, report.md; with `audit`, the test sets' shortcut audit too."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     files = dict(metrics=out/'metrics.csv', predictions=out/'predictions.csv', unreadable=out/'unreadable.csv',
                  reliability=out/'reliability.png', report=out/'report.md')
@@ -439,6 +440,12 @@ def write_report(res: EvalResult, out) -> dict:
     lines += ['', 'Every number above is recomputed by sklearn from `predictions.csv` (columns `prob_ai`, `label`, and '
               '`domain` and `group` for the resampling).', '']
     lines += [f'![{p.stem}]({p.name})' for p in pngs] + ['', f"![reliability]({files['reliability'].name})"]
+    if audit:   # a score is only as good as the test set: could its file metadata alone tell the classes apart?
+        a = shortcut_audit({n: m['path'] for n, m in res.manifests.items()}, bootstrap=res.bootstrap, seed=res.seed)
+        files['audit'] = a.save(out)['report']
+        lines += ['', '## Shortcut audit of the test sets', '', 'If file metadata alone separate real from AI in a test '
+                  'set, a score above may partly measure that shortcut rather than generation.', '', *a.markdown(), '',
+                  f"Plots per property and class: [{files['audit'].name}]({files['audit'].name})."]
     files['report'].write_text('\n'.join(lines) + '\n')
     files['confusion'] = pngs
     return files
@@ -488,7 +495,7 @@ def named_test_sets(model, datasets, names=None, allow_pickle: bool = False) -> 
 
 def cli_eval(model: str,   # model path (base name, .json or .safetensors; .pkl needs --allow-pickle)
              *datasets: str,   # test dataset folders (or their manifest.csv)
-             report: str = None,   # folder for metrics.csv, predictions.csv, confusion matrices, reliability diagram and report.md
+             report: str = None,   # folder for metrics.csv, predictions.csv, confusion matrices, reliability diagram, the test sets' shortcut audit and report.md
              names: Annotated[list, dict(nargs='+', type=str)] = None,   # display names of the test datasets (default: folder names)
              threshold: float = 0.5,   # P(AI) at or above which an image is called AI
              bootstrap: int = 1000,   # resamples of source groups for the 95 % intervals of accuracy, AUC and AP (0: off)
@@ -505,4 +512,4 @@ def cli_eval(model: str,   # model path (base name, .json or .safetensors; .pkl 
     if len(res.unreadable): print(f'{len(res.unreadable)} unreadable image(s): first is {res.unreadable.iloc[0].to_dict()}')
     if report:
         files = res.save(report)
-        print(f"report: {files['report']} (+ metrics.csv, predictions.csv, {len(files['confusion'])} confusion matrices, reliability.png)")
+        print(f"report: {files['report']} (+ metrics.csv, predictions.csv, {len(files['confusion'])} confusion matrices, reliability.png, audit.md)")
