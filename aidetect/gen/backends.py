@@ -311,4 +311,12 @@ class OpenAIBackend:
     def generate(self, conds: list, seeds: list, width: int, height: int) -> list[Variation]:
         "One image per photo in `conds`, their requests in flight together (the API takes no seed: `seeds` are not used)."
         with ThreadPoolExecutor(max(1, len(conds)), thread_name_prefix='aidetect-openai') as pool:
-            return list(pool.map(lambda im: self.variation(im, width, height), conds))
+            futures = [pool.submit(self.variation, im, width, height) for im in conds]
+        outs, err = [], None
+        for f in futures:
+            try: outs.append(f.result())
+            except Exception as e: outs.append(None); err = err or e
+        if err is not None:   # images already paid for travel with the error, so the run keeps them
+            err.partial = outs
+            raise err
+        return outs

@@ -19,7 +19,7 @@ __all__ = ['COMMANDS', 'EPILOG', 'cli_variations', 'main']
 def cli_variations(src: str,   # folder of real images (category sub-folders become the category column)
                    Out: Annotated[str, dict(required=True)] = None,   # dataset folder to create or resume
                    backend: Annotated[str, dict(choices=['sd', 'openai'])] = 'sd',   # sd: open generators with diffusers (see --generator); openai: OpenAI's images API
-                   generator: str = None,   # generators, comma-separated: sd-variations (default), sd21-unclip, kandinsky22, ... (`aidetect-gen generators` lists them); with --backend openai: the generator column (default: dall-e-2)
+                   generator: str = None,   # generators, comma-separated: sd-variations (default), sd21-unclip, kandinsky22, ... (`aidetect-gen generators` lists them); with --backend openai: the generator column (default: the --openai-model's name)
                    model: str = None,   # a Hub id or local folder (one generator), or a preset for each generator: tiny (random weights, offline; for checking the machinery), full-random (real architecture, random weights); default: the generators' real checkpoints
                    revision: str = None,   # Hub revision (default: each generator's, e.g. v2.0 for sd-variations; ignored for folders and presets)
                    steps: int = None,   # denoising steps (default: each generator's, 25 for the SD family)
@@ -37,15 +37,15 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                    requests_per_minute: float = None,   # rate limit for API requests
                    api_retries: int = 5,   # retries with backoff on 408, 409, 429 and 5xx answers and lost connections
                    n_per_image: int = 1,   # variations per source image
-                   size: int = None,   # long side of generated images in px (default: the model's native size, 512; with several generators, the smallest of theirs)
-                   batch_size: int = 4,   # images per pipeline call
+                   size: int = None,   # long side of generated images in px (default: each generator's native size, 512 for sd-variations and 1024 for OpenAI's models; with several generators, the smallest of theirs)
+                   batch_size: int = 4,   # images per generator call (sd: one pipeline call; openai: requests in flight together)
                    seed: int = 0,   # base seed; each image's seed derives from it, its path and variant index (not the generator)
                    limit: int = None,   # use only the first N sources (sorted)
                    per_category: int = None,   # use only the first N sources of each category
                    format: Annotated[str, dict(choices=['source', 'jpeg', 'png', 'webp'])] = 'source',   # 'source': each variation in its source's format and JPEG quality
                    size_policy: Annotated[str, dict(choices=['matched', 'source', 'native'])] = 'matched',   # matched: real and AI images of a group the same size, no AI image upsampled; source: AI resized to its source's size; native: each its own size
                    domain: str = None,   # domain column (default: SRC's folder name)
-                   max_retries: int = 3,   # new seeds to try after a safety-checker blackout
+                   max_retries: int = 3,   # retries of an image the safety system flagged (sd: a blacked-out image, retried with a new seed; openai: a moderation refusal, asked again)
                    Quiet: bool = False):   # no progress bar
     "Make AI counterparts of every image under SRC, by one or several generators, into the aidetect dataset OUT (resumable: rerun after a crash)."
     from aidetect.gen.backends import OpenAIBackend, retired_on
@@ -110,7 +110,8 @@ EPILOG = """examples:
   aidetect-gen variations photos/weather --out data/weather-zoo --generator sd-variations,kandinsky22,sd15-img2img,vae-roundtrip
   aidetect-gen per-generator data/weather-zoo --out data/weather-by-generator   # one dataset per generator
   accelerate launch -m data_gen variations photos/weather --out data/weather-sd # one process per GPU
-  aidetect-gen import dalle-downloads/ --real photos/weather --out data/weather-dalle2 --generator dall-e-2
+  OPENAI_API_KEY=... aidetect-gen variations photos/weather --out data/weather-gpt --backend openai   # gpt-image-2.6-sunburst
+  aidetect-gen import dalle-downloads/ --real photos/weather --out data/weather-dalle2 --generator dall-e-2   # DALL·E 2 (left the API)
 
 Rerun the same command after a crash or Ctrl-C: finished images are verified and skipped."""
 

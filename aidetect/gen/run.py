@@ -154,7 +154,11 @@ def generate_batch(backend, batch: list, conds: dict, dims: tuple, seed: int, ma
     "Yield (item, seed, `Variation`) for the items of `batch` not `done`; a flagged one only after `max_retries` retries."
     while batch:
         seeds = [variant_seed(seed, it.source.rel, it.k, it.attempt) for it in batch]
-        outs = backend.generate([conds[it.source.rel] for it in batch], seeds, *dims)
+        try: outs = backend.generate([conds[it.source.rel] for it in batch], seeds, *dims)
+        except Exception as e:   # a backend that stops mid-batch may hand back what it finished (`partial`): keep those
+            for it, s, v in zip(batch, seeds, getattr(e, 'partial', ())):
+                if v is not None and not v.flagged and it.key not in done: yield it, s, v
+            raise
         retry = []
         for it, s, v in zip(batch, seeds, outs):
             if it.key in done: continue
