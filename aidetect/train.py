@@ -39,7 +39,7 @@ __all__ = ['AUGMENTATIONS', 'ITEM_COLUMNS', 'DEFAULT_LR', 'THRESHOLD_RULE', 'Det
            'RandomGrayscale', 'RandomJPEG', 'CropResize', 'item_tfms', 'batch_tfms', 'draft_size', 'OpenImage',
            'detector_dblock', 'this_process', 'usable_rows', 'balance_weights', 'default_workers',
            'collate_channels_last', 'detector_dls', 'detector_metrics', 'precision_for', 'detector_learner',
-           'suggest_lr', 'epoch_lines', 'train_detector', 'training_summary', 'best_cut', 'validation_threshold',
+           'suggest_lr', 'epoch_lines', 'best_cut', 'validation_threshold', 'train_detector', 'training_summary',
            'norm_of', 'detector_info', 'export_detector', 'cli_train']
 
 # %% ../nbs/20_train.ipynb #d2baffc7
@@ -416,6 +416,33 @@ def epoch_lines(learn: Learner):
         try: yield learn
         finally: learn.logger = old
 
+# %% ../nbs/20_train.ipynb #702269dd
+from sklearn.metrics import roc_curve
+
+THRESHOLD_RULE = 'maximises balanced accuracy on the validation split (ties: the cut nearest 0.5)'
+
+def best_cut(y_true, prob, rule: str = 'balanced_accuracy') -> tuple[float, float]:
+    "(threshold, score) of the P(AI) cut maximising `rule` ('balanced_accuracy' or 'accuracy') for 0/1 labels `y_true`."
+    y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
+    if len(y) == 0 or y.min() == y.max(): return float('nan'), float('nan')   # one class: no cut to choose
+    fpr, tpr, th = roc_curve(y, p, drop_intermediate=False)   # cut i: AI at p >= th[i]; th[0] = inf (nothing AI)
+    n_ai = y.sum()
+    score = (tpr + 1 - fpr) / 2 if rule == 'balanced_accuracy' else (tpr * n_ai + (1 - fpr) * (len(y) - n_ai)) / len(y)
+    cut = (np.where(np.isinf(th), 1.0, th) + np.r_[th[1:], 0.0]) / 2   # halfway to the next lower score
+    best = np.flatnonzero(score >= score.max() - 1e-12)
+    i = best[np.argmin(np.abs(cut[best] - 0.5))]
+    return float(cut[i]), float(score[i])
+
+def validation_threshold(learn: Learner) -> dict:
+    "`threshold` and `threshold_rule` for NAME.json: `best_cut` on `learn`'s validation split (None without both classes)."
+    if not len(learn.dls.valid_ds): return dict(threshold=None, threshold_rule='none: no validation split')
+    # without the Recorder: predicting right after `fit` would otherwise rewrite its last epoch's row
+    with learn.no_bar(), learn.no_logging(), learn.removed_cbs(learn.recorder): prob, y = learn.get_preds(dl=learn.dls.valid)
+    pos = list(learn.dls.vocab).index('ai')
+    t, _ = best_cut((y == pos).numpy(), prob[:, pos].numpy())
+    if np.isnan(t): return dict(threshold=None, threshold_rule='none: the validation split lacks a class')
+    return dict(threshold=t, threshold_rule=THRESHOLD_RULE)
+
 # %% ../nbs/20_train.ipynb #ab8b1f2d
 @patch
 def _broadcast(self: DistributedDL, t, rank):
@@ -503,6 +530,8 @@ def train_detector(source,                     # dataset folder(s), or a manifes
          _distributed(learn, dist):
         if pretrained: learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs)
         else: learn.fit_one_cycle(epochs + freeze_epochs, lr)
+        # every process predicts its share of the validation set and fastai gathers them (one process alone would wait)
+        learn.threshold_info = validation_threshold(learn)
     learn.lr_used, learn.train_seconds, learn.processes = lr, time.time() - t0, dist.world
     learn.images_seen = len(dls.train_ds) * (epochs + freeze_epochs)
     return learn
@@ -521,32 +550,6 @@ def training_summary(learn: Learner) -> str:
     secs = getattr(learn, 'train_seconds', 0) or 0
     ips = getattr(learn, 'images_seen', 0) / secs if secs else 0
     return f"best: {', '.join(parts)}; {secs:.0f}s, {ips:.1f} images/s (lr {getattr(learn, 'lr_used', float('nan')):.2e})"
-
-# %% ../nbs/20_train.ipynb #702269dd
-from sklearn.metrics import roc_curve
-
-THRESHOLD_RULE = 'maximises balanced accuracy on the validation split (ties: the cut nearest 0.5)'
-
-def best_cut(y_true, prob, rule: str = 'balanced_accuracy') -> tuple[float, float]:
-    "(threshold, score) of the P(AI) cut maximising `rule` ('balanced_accuracy' or 'accuracy') for 0/1 labels `y_true`."
-    y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
-    if len(y) == 0 or y.min() == y.max(): return float('nan'), float('nan')   # one class: no cut to choose
-    fpr, tpr, th = roc_curve(y, p, drop_intermediate=False)   # cut i: AI at p >= th[i]; th[0] = inf (nothing AI)
-    n_ai = y.sum()
-    score = (tpr + 1 - fpr) / 2 if rule == 'balanced_accuracy' else (tpr * n_ai + (1 - fpr) * (len(y) - n_ai)) / len(y)
-    cut = (np.where(np.isinf(th), 1.0, th) + np.r_[th[1:], 0.0]) / 2   # halfway to the next lower score
-    best = np.flatnonzero(score >= score.max() - 1e-12)
-    i = best[np.argmin(np.abs(cut[best] - 0.5))]
-    return float(cut[i]), float(score[i])
-
-def validation_threshold(learn: Learner) -> dict:
-    "`threshold` and `threshold_rule` for NAME.json: `best_cut` on `learn`'s validation split (None without both classes)."
-    if not len(learn.dls.valid_ds): return dict(threshold=None, threshold_rule='none: no validation split')
-    with learn.no_bar(), learn.no_logging(): prob, y = learn.get_preds(dl=learn.dls.valid)
-    pos = list(learn.dls.vocab).index('ai')
-    t, _ = best_cut((y == pos).numpy(), prob[:, pos].numpy())
-    if np.isnan(t): return dict(threshold=None, threshold_rule='none: the validation split lacks a class')
-    return dict(threshold=t, threshold_rule=THRESHOLD_RULE)
 
 # %% ../nbs/20_train.ipynb #0f7278c1
 def _git_commit() -> str | None:
@@ -585,7 +588,7 @@ def detector_info(learn: Learner) -> dict:
                 train_groups=list(dls.train_groups), valid_groups=list(dls.valid_groups),
                 lr=getattr(learn, 'lr_used', None), train_seconds=getattr(learn, 'train_seconds', None),
                 metrics={n: (None if v is None or not np.isfinite(float(v)) else float(v)) for n, v in zip(names, vals)},
-                **validation_threshold(learn),   # the cut evaluation reports beside 0.5
+                **(getattr(learn, 'threshold_info', None) or validation_threshold(learn)),   # the cut evaluation reports beside 0.5
                 versions=_versions(), git_commit=_git_commit(), created=time.strftime('%Y-%m-%dT%H:%M:%S'))
 
 def export_detector(learn: Learner, out) -> dict:
