@@ -4,6 +4,7 @@ Modules:
 
 - `aidetect.app`: `aidetect app`: a Gradio app that answers P(AI), shows where the detector looked (Grad-CAM) and which model answered, for one or several safely loaded detectors.
 - `aidetect.audit`: Could a model that never looks at pixels tell real from AI in a dataset? File format, size, JPEG settings and metadata, per class, and a metadata-only classifier with a bootstrap interval.
+- `aidetect.core`: Errors, argument checks, files and folders: the small helpers every other part of aidetect uses.
 - `aidetect.dataset`: One home for what a dataset is: its layout, its `manifest.csv` and `rejected.csv`, writing them durably, verifying, merging per-process parts, and loading several datasets for training.
 - `aidetect.demo`: Real photos from scikit-image's samples, tiny random-weight image variations, a ResNet34 trained from scratch, and a cross-domain evaluation: `aidetect demo`.
 - `aidetect.detector`: Load a detector from its safe `.safetensors` + `.json` pair (no pickle), and predict P(AI) for image files, streamed in batches.
@@ -15,6 +16,7 @@ Modules:
 - `aidetect.images`: Open anything a photo folder can hold as RGB, or say exactly why not; save a variation the way its source was saved.
 - `aidetect.prepare`: A dataset whose images are shrunk once (shorter side S, antialiased, saved like their source), with a manifest that points back to the original rows: for many experiments on big photos.
 - `aidetect.robustness`: Re-test a detector on recompressed, resized, blurred, noisy, cropped, grayscale and "shared" copies of its test sets, and under white-box FGSM/PGD attacks: one tidy table (dataset × perturbation × level), plots and a report.
+- `aidetect.script`: Both CLIs, `aidetect` and `aidetect-gen`, are sub-commands built from functions' signatures with fastcore: a flag is written once, beside the parameter it sets.
 - `aidetect.train`: One line from a dataset folder to a trained fastai `Learner`: DataBlock over manifest rows, split by group, `vision_learner`, `lr_find`, `fine_tune`, and a safe export."""
 
 __version__ = "0.1.0"
