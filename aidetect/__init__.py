@@ -4,7 +4,7 @@ Modules:
 
 - `aidetect.app`: `aidetect app`: a Gradio app that answers P(AI), shows where the detector looked (Grad-CAM) and which model answered, for one or several safely loaded detectors.
 - `aidetect.audit`: Could a model that never looks at pixels tell real from AI in a dataset? File format, size, JPEG settings and metadata, per class, and a metadata-only classifier with a bootstrap interval.
-- `aidetect.cli`: The command line: `aidetect audit`, `train`, `eval`, `robustness`, `predict`, `explain`, `app` and `demo`.
+- `aidetect.cli`: The command line: `aidetect audit`, `train`, `eval`, `robustness`, `predict`, `explain`, `app`, `prepare` and `demo`.
 - `aidetect.core`: Errors, argument checks, files and folders: the small helpers every other part of aidetect uses.
 - `aidetect.dataset`: One home for what a dataset is: its layout, its `manifest.csv` and `rejected.csv`, writing them durably, verifying, merging per-process parts, and loading several datasets for training.
 - `aidetect.demo`: Real photos from scikit-image's samples, tiny random-weight image variations, a ResNet34 trained from scratch, and a cross-domain evaluation: `aidetect demo`.
@@ -12,7 +12,7 @@ Modules:
 - `aidetect.evaluate`: Run a detector over test datasets; one tidy table of metrics (AI is the positive class), per-category breakdowns, confusion matrices, the most confident mistakes, an interactive widget, and train × test transfer tables.
 - `aidetect.explain`: Grad-CAM heatmaps for the AI class at any layer (pytorch-grad-cam), overlays, galleries of an evaluation's most confident mistakes and hits, and `aidetect explain`.
 - `aidetect.gen.backends`: Workers that turn a batch of source photos into AI counterparts: Stable Diffusion image variations with diffusers, and OpenAI's images API.
-- `aidetect.gen.cli`: The command line of the generator: `fetch` real photos, make `variations` of them, `import` variations made elsewhere.
+- `aidetect.gen.cli`: The command line of the generator: `fetch` real photos, make `variations` of them (one generator or several), `import` variations made elsewhere, list the `generators`, split a dataset `per-generator`.
 - `aidetect.gen.distributor`: Split a run deterministically across the processes `accelerate launch` starts (one per GPU).
 - `aidetect.gen.fetch`: A registry of public datasets (Indoor Scene Recognition, Weather Image Recognition, Comic Books; and GenImage-tiny, CIFAKE and Synthbuster, which hold AI images already), fetched with the Kaggle API or from a downloaded archive and laid out for `aidetect-gen variations` or as aidetect datasets.
 - `aidetect.gen.importer`: DALL·E 2 images downloaded by hand, or any other generator's output: pair each with its source photo by file name and make an aidetect dataset.

@@ -1,4 +1,4 @@
-"""The command line: `aidetect audit`, `train`, `eval`, `robustness`, `predict`, `explain`, `app` and `demo`.
+"""The command line: `aidetect audit`, `train`, `eval`, `robustness`, `predict`, `explain`, `app`, `prepare` and `demo`.
 
 `aidetect` (`main`; `python -m aidetect` and `accelerate launch -m aidetect` run the same) is the table `COMMANDS`,
 run by `aidetect.script.run_cli`. Each command is a `cli_<name>` function beside what it runs, whose parameters are

@@ -74,11 +74,11 @@ def call_with(fn, args: dict):
     return fn(*pos, **kw)
 
 # %% ../nbs/01_script.ipynb #6ad39ce2
-def quiet_libs(prog: str = 'aidetect'):
-    "Libraries' deprecation chatter and progress bars off; our own warnings as one line each, without a source line."
+def quiet_libs(prog: str = 'aidetect', bars: bool = True):
+    "Libraries' deprecation chatter (and with `bars`, their progress bars) off; our own warnings as one line each, without a source line."
     for n in ('diffusers', 'transformers', 'accelerate', 'huggingface_hub'): logging.getLogger(n).setLevel(logging.ERROR)
     os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
-    for mod, fn in (('huggingface_hub.utils', 'disable_progress_bars'), ('diffusers.utils.logging', 'disable_progress_bar'),
+    for mod, fn in () if not bars else (('huggingface_hub.utils', 'disable_progress_bars'), ('diffusers.utils.logging', 'disable_progress_bar'),
                     ('transformers.utils.logging', 'disable_progress_bar')):   # each on its own: one may be missing
         try: getattr(importlib.import_module(mod), fn)()
         except (ImportError, AttributeError): pass
@@ -90,7 +90,7 @@ def quiet_libs(prog: str = 'aidetect'):
 def run_cli(prog: str, commands: list, argv=None, description: str = '', epilog: str = '') -> int:
     "Parse `argv` for CLI `prog` and run the chosen command; returns the exit status."
     argv = list(sys.argv[1:] if argv is None else argv)
-    quiet_libs(prog)   # before a command's module is imported: importing fastai and diffusers warns
+    quiet_libs(prog, bars=False)   # before a command's module is imported: importing fastai and diffusers warns
     names = {c.name: c for c in commands}
     chosen = next((a for a in argv if not a.startswith('-')), None)
     p = command_parser(prog, commands, description, epilog, only=chosen if chosen in names else None)
@@ -98,6 +98,7 @@ def run_cli(prog: str, commands: list, argv=None, description: str = '', epilog:
     name = a.pop('command')
     if name is None: p.print_help(); return 2
     for k in ('pdb', 'xtra'): a.pop(k, None)
+    quiet_libs(prog)   # a command runs: now the libraries' bars too (this imports diffusers and torch)
     try:
         rc = call_with(names[name].load(), a)
         return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0

@@ -1,4 +1,4 @@
-"""The command line of the generator: `fetch` real photos, make `variations` of them, `import` variations made elsewhere.
+"""The command line of the generator: `fetch` real photos, make `variations` of them (one generator or several), `import` variations made elsewhere, list the `generators`, split a dataset `per-generator`.
 
 `aidetect-gen` (`main`; `accelerate launch -m data_gen ...` runs the same) is the table `COMMANDS`, run by
 `aidetect.script.run_cli`: `fetch` (a registered dataset, `aidetect.gen.fetch`), `variations` (AI counterparts of a
