@@ -10,6 +10,7 @@ from aidetect.evaluate import (binary_metrics, metrics_table, probabilistic_f1, 
 from aidetect.detector import Detector, detector_pipeline
 from aidetect.dataset import read_manifest, write_manifest
 from aidetect.train import train_detector
+from conftest import sklearn_intervals
 
 
 def _ece(y, p, bins=15):
@@ -74,17 +75,7 @@ def test_intervals_are_sklearn_on_resampled_source_groups(seed):
     B = 60
     t = metrics_table(preds, 0.5, bootstrap=B, seed=seed).iloc[0]
     counts, codes = group_resamples('x:' + preds.group, B, seed)
-    members = [np.flatnonzero(codes == g) for g in range(counts.shape[1])]
-    reps = []
-    for b in range(B):                                   # resample the rows themselves, then ask sklearn
-        idx = np.concatenate([np.tile(members[g], c) for g, c in enumerate(counts[b]) if c])
-        y, p = (preds.label.to_numpy()[idx] == 'ai').astype(int), preds.prob_ai.to_numpy()[idx]
-        both = 0 < y.sum() < len(y)
-        reps.append([accuracy_score(y, p >= 0.5), roc_auc_score(y, p) if both else np.nan,
-                     average_precision_score(y, p) if y.sum() else np.nan])
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        expect = np.nanpercentile(np.array(reps), [2.5, 97.5], axis=0).T.ravel()
+    expect = sklearn_intervals(preds, counts, codes)   # resample the rows themselves, then ask sklearn
     np.testing.assert_allclose(t[list(CI_COLUMNS)].to_numpy(dtype=float), expect, rtol=1e-9, equal_nan=True)
 
 

@@ -7,7 +7,7 @@ from PIL import Image
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (accuracy_score, precision_score, recall_score, f1_score, roc_auc_score,
                              average_precision_score, roc_curve)
-from conftest import run_cli
+from conftest import run_cli, sklearn_intervals
 from aidetect.cli import main as aidetect_main
 from aidetect.dataset import read_manifest, write_manifest, file_facts
 from aidetect.demo import example_datasets, example_detector
@@ -119,17 +119,7 @@ def test_every_number_is_sklearn_from_predictions_csv(reports, example):
     row = t[(t.perturbation == 'jpeg') & (t.level == 30) & (t.dataset == 'all')].iloc[0]
     d = pr[(pr.perturbation == 'jpeg') & (pr.level == 30)].reset_index(drop=True)
     counts, codes = group_resamples(d.domain + ':' + d.group, 1000, 0)
-    members = [np.flatnonzero(codes == g) for g in range(counts.shape[1])]
-    reps = []
-    for c in counts:
-        idx = np.concatenate([np.tile(members[g], k) for g, k in enumerate(c) if k])
-        y, p = (d.label[idx] == 'ai').astype(int), d.prob_ai[idx]
-        both = 0 < y.sum() < len(y)
-        reps.append([accuracy_score(y, p >= 0.5), roc_auc_score(y, p) if both else np.nan,
-                     average_precision_score(y, p) if y.sum() else np.nan])
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        expect = np.nanpercentile(np.array(reps), [2.5, 97.5], axis=0).T.ravel()
+    expect = sklearn_intervals(d, counts, codes)
     np.testing.assert_allclose(row[list(CI_COLUMNS)].to_numpy(dtype=float), expect, rtol=1e-7)
 
 
