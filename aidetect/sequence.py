@@ -15,7 +15,7 @@ Docs: https://aidetect.github.io/aidetect/sequence.html.md"""
 
 # %% ../nbs/27_sequence.ipynb #5c0f6839
 from __future__ import annotations
-import json, os, random, re, shutil, tempfile, time, warnings
+import inspect, json, os, random, re, shutil, tempfile, time, warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -99,6 +99,8 @@ def step_rows(plan: dict, k: int, replay: float | None = None) -> pd.DataFrame:
 
 # %% ../nbs/27_sequence.ipynb #adb3ccf9
 SEQUENCE = 'sequence.json'
+_TRAIN_DEFAULTS = {n: p.default for n, p in inspect.signature(train_detector).parameters.items()
+                   if p.default is not inspect.Parameter.empty}
 _RUN_ONLY = ('verbose', 'workers', 'device', 'show_plot', 'mixed_precision', 'compile')   # how, not what: may change on resume
 
 def _jsonable(v):
@@ -118,7 +120,10 @@ def _finished_steps(seq: dict, out: Path) -> list:
 def _check_same(old: dict, new: dict, out: Path):
     for k in ('order', 'datasets', 'valid_pct', 'seed', 'replay', 'settings', 'valid_groups'):
         if old.get(k) != new.get(k):
-            raise AidetectError(f'{out} holds a sequence with other {k} than this one; use another --out, '
+            o, n = old.get(k), new.get(k)
+            what = next((f' ({s}: {o.get(s)!r} there, {n.get(s)!r} here)' for s in sorted({*o, *n}) if o.get(s) != n.get(s)), '') \
+                if isinstance(o, dict) and isinstance(n, dict) else ''
+            raise AidetectError(f'{out} holds a sequence with other {k} than this one{what}; use another --out, '
                                 f'or delete {out/SEQUENCE} to start it over')
 
 def _write_step(learn, out: Path, model: str) -> str:
@@ -141,7 +146,8 @@ def train_incremental(datasets,                     # dataset folders, in traini
     check_range('replay', replay, 0, 1)
     plan = sequence_plan(datasets, valid_pct, seed)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    settings = {k: _jsonable(v) for k, v in sorted(kwargs.items()) if k not in _RUN_ONLY}
+    given = {**_TRAIN_DEFAULTS, **kwargs}   # complete: a CLI run and a Python call compare alike
+    settings = {k: _jsonable(v) for k, v in sorted(given.items()) if k not in (*_RUN_ONLY, 'valid_pct', 'seed', 'init')}
     seq = dict(format='aidetect-sequence/1', **plan, replay=replay, settings=settings, steps=[])
     dist = this_process()
     if (out/SEQUENCE).exists():

@@ -178,3 +178,16 @@ def test_bad_sequences_are_one_line(domains, tmp_path, capsys, case, message):
     err = capsys.readouterr().err
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1 and 'Traceback' not in err, err
     assert not (tmp_path / 'seq' / 'sequence.json').exists()
+
+
+def test_cli_sequence_resumes_from_python(domains, tmp_path, capsys, monkeypatch):
+    "`aidetect train --incremental` and `train_incremental` with the same settings are the same sequence."
+    a, b, out = domains[0]['astronaut'], domains[0]['chelsea'], tmp_path / 'seq'
+    args = ['train', '--incremental', str(a), str(b), '--out', str(out), '--arch', 'simple_cnn', '--no-pretrained',
+            '--size', '32', '--bs', '8', '--steps', '4', '--eval-every', '2', '--lr', '1e-3', '--aug', 'none',
+            '--valid-pct', '0.25', '--seed', '0']
+    assert run_cli_here('aidetect', COMMANDS, args) == 0, capsys.readouterr().err
+    assert 'sequence of 2 steps' in capsys.readouterr().out
+    monkeypatch.setattr(sequence, 'train_detector', lambda *a, **k: pytest.fail('a finished step was trained again'))
+    seq = sequence.train_incremental([a, b], out, valid_pct=0.25, seed=0, **KW)
+    assert [s['step'] for s in seq['steps']] == [1, 2]
