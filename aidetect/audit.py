@@ -158,26 +158,31 @@ class AuditResult:
         for d in dict.fromkeys(self.meta['dataset']):
             fig = self.plot(d); f = out/f"audit_{''.join(c if c.isalnum() or c in '-_.' else '_' for c in d)}.png"
             fig.savefig(f, dpi=80); plt.close(fig); files['plots'].append(f)
-        lines = ['# Shortcut audit', '', 'Metadata-only ROC AUC (random forest on format, JPEG quality, chroma subsampling, '
-                 'width, height, aspect, EXIF and ICC presence; group folds; 95% bootstrap interval over source groups). '
+        lines = ['# Shortcut audit', '', *self.markdown(), ''] + [f'![{p.stem}]({p.name})' for p in files['plots']]
+        files['report'].write_text('\n'.join(lines) + '\n')
+        return files
+
+    def markdown(self) -> list:
+        "The audit table as markdown lines, with what it measured."
+        lines = ['Metadata-only ROC AUC (random forest on format, JPEG quality, chroma subsampling, width, height, '
+                 'aspect, EXIF and ICC presence; group folds; 95% bootstrap interval over source groups). '
                  'Every number is recomputable from `audit_metadata.csv`.', '',
                  '| dataset | generator | real | AI | AUC | 95% CI | verdict |', '|---|---|---|---|---|---|---|']
         for _, r in self.table.iterrows():
             ci = f"{r.auc_low:.2f}–{r.auc_high:.2f}" if np.isfinite(r.auc_low) else 'n/a'
             auc = f'{r.auc:.2f}' if np.isfinite(r.auc) else 'n/a'
             lines.append(f'| {r.dataset} | {r.generator} | {r.n_real} | {r.n_ai} | {auc} | {ci} | {r.verdict} |')
-        lines += [''] + [f'![{p.stem}]({p.name})' for p in files['plots']]
-        files['report'].write_text('\n'.join(lines) + '\n')
-        return files
+        return lines
 
     def _repr_html_(self): return self.table._repr_html_()
     def __repr__(self): return self.table.to_string(index=False)
 
 # %% ../nbs/04_audit.ipynb #14285e4e
 def audit(datasets, bootstrap: int = 1000, seed: int = 0) -> AuditResult:
-    "Audit dataset folder(s) `datasets` for shortcuts: metadata per class and a metadata-only classifier's AUC, per generator."
+    "Audit dataset folder(s) `datasets` ({name: folder} or a list) for shortcuts: metadata per class and a metadata-only classifier's AUC, per generator."
     check_range('bootstrap', bootstrap, 0)
-    meta = dataset_metadata(datasets)
+    meta = (pd.concat([dataset_metadata(d).assign(dataset=n) for n, d in datasets.items()], ignore_index=True)
+            if isinstance(datasets, dict) else dataset_metadata(datasets))
     rows = []
     for name, d in meta.groupby('dataset', sort=False):
         gens = [g for g in dict.fromkeys(d.loc[d['label'] == POSITIVE, 'generator'])]

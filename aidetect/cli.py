@@ -1,4 +1,13 @@
-"""The command line: `aidetect audit`, `train`, `eval`, `predict`, `explain`, `app` and `demo`.
+"""The command line: `aidetect audit`, `train`, `eval`, `robustness`, `predict`, `explain`, `app`, `prepare` and `demo`.
+
+`aidetect` (`main`; `python -m aidetect` and `accelerate launch -m aidetect` run the same) is the table `COMMANDS`,
+run by `aidetect.script.run_cli`. Each command is a `cli_<name>` function beside what it runs, whose parameters are
+its flags: `audit` (`aidetect.audit`), `train` (`aidetect.train`), `eval` (`aidetect.evaluate`), `robustness`
+(`aidetect.robustness`), `predict` (`aidetect.detector`), `prepare` (`aidetect.prepare`), `explain`
+(`aidetect.explain`), `app` (`aidetect.app`) and `demo` (`aidetect.demo`). `aidetect --help` imports none of those
+modules, and `aidetect COMMAND --help` shows one command's flags. A mistake the user can fix is one
+`aidetect: error: ...` line with exit status 2, never a traceback. Datasets are made by the generator's own command
+line, `aidetect-gen` (`aidetect.gen.cli`).
 
 Docs: https://aidetect.github.io/aidetect/cli.html.md"""
 
@@ -16,6 +25,7 @@ COMMANDS = [
     Command('audit', 'aidetect.audit:cli_audit', 'could file format, size or metadata alone tell real from AI?'),
     Command('train', 'aidetect.sequence:cli_train', 'train a detector on one or more datasets, or a sequence of them (--incremental)'),
     Command('eval', 'aidetect.sequence:cli_eval', 'evaluate a detector (or every step of a sequence) on test datasets'),
+    Command('robustness', 'aidetect.robustness:cli_robustness', 're-test a detector on perturbed (JPEG, resize, blur, ...) and attacked copies of test sets'),
     Command('predict', 'aidetect.detector:cli_predict', 'P(AI) for image files or folders, as CSV'),
     Command('prepare', 'aidetect.prepare:cli_prepare', 'a copy of a dataset with its images shrunk once, for repeated experiments'),
     Command('explain', 'aidetect.explain:cli_explain', 'Grad-CAM overlays: where the detector looked'),

@@ -14,17 +14,22 @@ from typing import Annotated
 import numpy as np, pandas as pd
 import matplotlib
 import matplotlib.pyplot as plt
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import (accuracy_score, precision_score, recall_score, f1_score, roc_auc_score,
-                             average_precision_score, confusion_matrix)
+                             average_precision_score, confusion_matrix, roc_curve)
 from .core import AidetectError, check_range
+from .audit import audit as shortcut_audit
 from .dataset import LABELS, POSITIVE, dataset_root, group_keys, load_datasets, manifest_hash, read_manifest
 from .detector import Detector, detector_from_learner, load_detector, model_files, predict_files
+from .train import best_cut
 
 # %% auto #0
-__all__ = ['METRICS', 'PRED_COLUMNS', 'KINDS', 'CELLS', 'POSITIVE_NOTE', 'probabilistic_f1', 'binary_metrics', 'as_detector',
-           'evaluate', 'metrics_table', 'confusion_counts', 'ranked', 'format_table', 'EvalResult', 'plot_confusion',
-           'confusion_html', 'plot_mistakes', 'confusion_state', 'confusion_widget', 'write_report', 'transfer_matrix',
-           'transfer_heatmap', 'cli_eval']
+__all__ = ['CI_METRICS', 'CI_COLUMNS', 'METRICS', 'PRED_COLUMNS', 'KINDS', 'CELLS', 'POSITIVE_NOTE', 'probabilistic_f1',
+           'expected_calibration_error', 'plot_reliability', 'tpr_at_fpr', 'group_resamples', 'weighted_scores',
+           'bootstrap_ci', 'binary_metrics', 'as_detector', 'evaluate', 'metrics_table', 'confusion_counts', 'ranked',
+           'format_table', 'markdown_table', 'EvalResult', 'plot_confusion', 'confusion_html', 'plot_mistakes',
+           'confusion_state', 'confusion_widget', 'threshold_lines', 'write_report', 'transfer_matrix',
+           'transfer_heatmap', 'named_test_sets', 'cli_eval']
 
 # %% ../nbs/22_evaluate.ipynb #43007fcb
 def probabilistic_f1(y_true, prob) -> float:
@@ -35,26 +40,105 @@ def probabilistic_f1(y_true, prob) -> float:
     prec, rec = ptp / (ptp + pfp), ptp / npos
     return float(2 * prec * rec / (prec + rec)) if prec + rec > 0 else float('nan')
 
-# %% ../nbs/22_evaluate.ipynb #faf89f19
-METRICS = ('accuracy', 'precision', 'recall', 'f1', 'roc_auc', 'average_precision', 'prob_f1')
+# %% ../nbs/22_evaluate.ipynb #05749671
+def expected_calibration_error(y_true, prob, n_bins: int = 15) -> float:
+    "ECE of P(AI) `prob` for 0/1 labels `y_true`: |share of AI − mean P(AI)| per equal-width bin, weighted by bin size."
+    y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
+    if len(y) == 0: return float('nan')
+    share_ai, mean_p = calibration_curve(y, p, n_bins=n_bins, strategy='uniform', pos_label=1)
+    size = np.bincount(np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], p), minlength=n_bins)   # sklearn's bins
+    return float(np.sum(size[size > 0] / len(y) * np.abs(share_ai - mean_p)))
 
-def binary_metrics(y_true, prob, threshold: float = 0.5) -> dict:
-    "n, n_real, n_ai and `METRICS` for 0/1 labels `y_true` (1 = AI) and P(AI) `prob`, predicting AI at `prob >= threshold`."
+def plot_reliability(preds: pd.DataFrame, by: str = 'dataset', n_bins: int = 15, ax=None):
+    "Reliability diagram of predictions `preds`: share of AI images against mean P(AI) per bin, a line per value of `by`."
+    if ax is None: fig, ax = plt.subplots(figsize=(4.4, 4))
+    else: fig = ax.figure
+    ax.plot([0, 1], [0, 1], ls=':', c='grey', lw=1, label='calibrated')
+    for k, d in preds.groupby(by, sort=False):
+        y = (d['label'] == POSITIVE).astype(int)
+        share, mean_p = calibration_curve(y, d['prob_ai'], n_bins=n_bins, strategy='uniform', pos_label=1)
+        ax.plot(mean_p, share, marker='o', ms=3, label=f"{k} (ECE {expected_calibration_error(y, d['prob_ai'], n_bins):.3f})")
+    ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel='mean P(AI) in bin', ylabel='share of AI images in bin',
+           title=f'reliability ({n_bins} bins)')
+    ax.legend(fontsize=7, loc='upper left'); fig.tight_layout()
+    return fig
+
+# %% ../nbs/22_evaluate.ipynb #504196f3
+def tpr_at_fpr(y_true, prob, max_fpr: float = 0.05) -> float:
+    "Highest TPR (AI accuracy) of any P(AI) cut whose FPR (share of real images called AI) is at most `max_fpr`."
+    y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
+    if len(y) == 0 or y.min() == y.max(): return float('nan')
+    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
+    return float(tpr[fpr <= max_fpr].max())
+
+# %% ../nbs/22_evaluate.ipynb #6268575a
+CI_METRICS = ('accuracy', 'roc_auc', 'average_precision')
+CI_COLUMNS = tuple(f'{m}_{e}' for m in CI_METRICS for e in ('lo', 'hi'))
+
+def group_resamples(groups, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    "(counts, codes): group g is drawn `counts[b, g]` times in resample b of `n`; row i belongs to group `codes[i]`."
+    uniq, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    k = len(uniq)
+    return np.random.default_rng(seed).multinomial(k, np.full(k, 1 / k), size=n), codes
+
+def weighted_scores(y_true, prob, threshold: float, weights: np.ndarray) -> np.ndarray:
+    "(accuracy, ROC AUC, AP) for each row of `weights` (resample × image), as sklearn gives them with `sample_weight`."
+    y, p, w = np.asarray(y_true, dtype=float), np.asarray(prob, dtype=float), np.asarray(weights, dtype=float)
+    correct = ((p >= threshold) == (y == 1)).astype(float)
+    o = np.argsort(-p, kind='stable'); y, p, w, correct = y[o], p[o], w[:, o], correct[o]
+    ends = np.r_[np.flatnonzero(np.diff(p)), len(p) - 1]        # last image of each run of equal P(AI): one cut each
+    tps, fps = np.cumsum(w * y, 1)[:, ends], np.cumsum(w * (1 - y), 1)[:, ends]
+    pos, neg = tps[:, -1:], fps[:, -1:]
+    with np.errstate(invalid='ignore', divide='ignore'):
+        acc = (w * correct).sum(1) / w.sum(1)
+        tpr, fpr = np.c_[np.zeros(len(w)), tps / pos], np.c_[np.zeros(len(w)), fps / neg]
+        auc = (np.diff(fpr, axis=1) * (tpr[:, 1:] + tpr[:, :-1]) / 2).sum(1)
+        ap = (np.diff(tpr, axis=1) * np.where(tps + fps > 0, tps / (tps + fps), 0)).sum(1)
+    auc[(pos[:, 0] == 0) | (neg[:, 0] == 0)] = np.nan; ap[pos[:, 0] == 0] = np.nan
+    return np.stack([acc, auc, ap], 1)
+
+def bootstrap_ci(y_true, prob, groups=None, threshold: float = 0.5, n: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> dict:
+    "Percentile intervals (`CI_COLUMNS`) of `CI_METRICS` over `n` resamples of source `groups` (None: of images)."
+    y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
+    if n <= 0 or len(y) == 0: return dict.fromkeys(CI_COLUMNS, float('nan'))
+    counts, codes = group_resamples(np.arange(len(y)) if groups is None else groups, n, seed)
+    step = max(1, 2_000_000 // len(y))                          # resamples at a time: memory stays bounded
+    reps = np.concatenate([weighted_scores(y, p, threshold, counts[i:i + step][:, codes]) for i in range(0, n, step)])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)         # undefined in every resample: a NaN interval
+        lo, hi = np.nanpercentile(reps, [50 * (1 - level), 50 * (1 + level)], axis=0)
+    return dict(zip(CI_COLUMNS, np.stack([lo, hi], 1).ravel().tolist()))
+
+# %% ../nbs/22_evaluate.ipynb #faf89f19
+METRICS = ('accuracy', 'real_accuracy', 'ai_accuracy', 'precision', 'recall', 'f1', 'roc_auc', 'average_precision',
+           'prob_f1', 'tpr_at_5fpr', 'ece', 'accuracy_tuned', 'accuracy_oracle', 'oracle_threshold')
+
+def binary_metrics(y_true, prob, threshold: float = 0.5, tuned: float | None = None, groups=None, bootstrap: int = 0,
+                   seed: int = 0) -> dict:
+    "n, n_real, n_ai, `METRICS` (and with `bootstrap` > 0, `CI_COLUMNS`) for 0/1 labels `y_true` (1 = AI) and P(AI) `prob`."
     y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
     out = dict(n=len(y), n_real=int((y == 0).sum()), n_ai=int((y == 1).sum()))
-    if len(y) == 0: return {**out, **{m: float('nan') for m in METRICS}}
-    pred = (p >= threshold).astype(int)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        out.update(accuracy=accuracy_score(y, pred),
-                   precision=precision_score(y, pred, pos_label=1, zero_division=np.nan),
-                   recall=recall_score(y, pred, pos_label=1, zero_division=np.nan),
-                   f1=f1_score(y, pred, pos_label=1, zero_division=np.nan))
+    m = dict.fromkeys(METRICS, float('nan'))
+    if len(y):
+        pred = (p >= threshold).astype(int)    # AI at P(AI) >= threshold, here and in every other cut
         both = out['n_real'] > 0 and out['n_ai'] > 0
-        out['roc_auc'] = roc_auc_score(y, p) if both else float('nan')
-        out['average_precision'] = average_precision_score(y, p, pos_label=1) if out['n_ai'] else float('nan')
-    out['prob_f1'] = probabilistic_f1(y, p)
-    return {k: (float(v) if k in METRICS else v) for k, v in out.items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            m.update(accuracy=accuracy_score(y, pred),
+                     real_accuracy=recall_score(y, pred, pos_label=0, zero_division=np.nan),
+                     ai_accuracy=recall_score(y, pred, pos_label=1, zero_division=np.nan),
+                     precision=precision_score(y, pred, pos_label=1, zero_division=np.nan),
+                     recall=recall_score(y, pred, pos_label=1, zero_division=np.nan),
+                     f1=f1_score(y, pred, pos_label=1, zero_division=np.nan))
+            if both: m['roc_auc'] = roc_auc_score(y, p)
+            if out['n_ai']: m['average_precision'] = average_precision_score(y, p, pos_label=1)
+        m.update(prob_f1=probabilistic_f1(y, p), tpr_at_5fpr=tpr_at_fpr(y, p, 0.05), ece=expected_calibration_error(y, p))
+        if tuned is not None and not np.isnan(tuned): m['accuracy_tuned'] = accuracy_score(y, (p >= tuned).astype(int))
+        m['oracle_threshold'], m['accuracy_oracle'] = best_cut(y, p, 'accuracy')
+    out.update({k: float(v) for k, v in m.items()})
+    if bootstrap: out.update(bootstrap_ci(y, p, groups, threshold, bootstrap, seed))
+    return out
 
 # %% ../nbs/22_evaluate.ipynb #9907ff14
 def as_detector(model, allow_pickle: bool = False, device=None) -> Detector:
@@ -76,8 +160,9 @@ def _named(datasets) -> dict:
 PRED_COLUMNS = ('path', 'dataset', 'label', 'category', 'generator', 'domain', 'group', 'prob_ai', 'pred')
 
 def evaluate(model, datasets, threshold: float = 0.5, bs: int = 64, allow_pickle: bool = False, device=None,
-             num_workers: int | None = None, progress: bool = True) -> 'EvalResult':
-    "Predict every image of each test dataset with `model`; returns an `EvalResult`."
+             num_workers: int | None = None, progress: bool = True, bootstrap: int = 1000, seed: int = 0) -> 'EvalResult':
+    "Predict every image of each test dataset with `model`; returns an `EvalResult` (intervals from `bootstrap` resamples)."
+    check_range('bootstrap', bootstrap, 0)
     det = as_detector(model, allow_pickle, device)
     seen = set(det.info.get('train_groups', [])) | set(det.info.get('valid_groups', []))
     preds, bad, manifests = [], [], {}
@@ -97,18 +182,20 @@ def evaluate(model, datasets, threshold: float = 0.5, bs: int = 64, allow_pickle
     cols = [c for c in PRED_COLUMNS if c != 'pred']
     p = pd.concat(preds, ignore_index=True)[cols] if preds else pd.DataFrame(columns=cols)
     p['pred'] = np.where(p['prob_ai'] >= threshold, 'ai', 'real')
-    return EvalResult(p, threshold, det, pd.DataFrame(bad, columns=['dataset', 'path', 'reason']), manifests)
+    return EvalResult(p, threshold, det, pd.DataFrame(bad, columns=['dataset', 'path', 'reason']), manifests, bootstrap, seed)
 
 # %% ../nbs/22_evaluate.ipynb #86292168
 def metrics_table(preds: pd.DataFrame, threshold: float = 0.5, by: str = 'dataset', all_row: bool = True,
-                  keys=None) -> pd.DataFrame:
+                  keys=None, tuned: float | None = None, bootstrap: int = 0, seed: int = 0) -> pd.DataFrame:
     "One row of `binary_metrics` per value of `by` in predictions `preds` (or per `keys`, empty ones included; plus 'all')."
     rows = []
     keys = list(keys) if keys is not None else list(dict.fromkeys(preds[by])) if len(preds) else []
     for k in keys + (['all'] if all_row and len(keys) != 1 else []):
         d = preds if k == 'all' else preds[preds[by] == k]
-        rows.append({by: k, **binary_metrics((d['label'] == POSITIVE).astype(int), d['prob_ai'], threshold)})
-    return pd.DataFrame(rows, columns=[by, 'n', 'n_real', 'n_ai', *METRICS])
+        groups = group_keys(d) if bootstrap and {'domain', 'group'} <= set(d.columns) else None   # else: images
+        rows.append({by: k, **binary_metrics((d['label'] == POSITIVE).astype(int), d['prob_ai'], threshold, tuned,
+                                             groups, bootstrap, seed)})
+    return pd.DataFrame(rows, columns=[by, 'n', 'n_real', 'n_ai', *METRICS, *(CI_COLUMNS if bootstrap else ())])
 
 def confusion_counts(preds: pd.DataFrame, threshold: float = 0.5) -> np.ndarray:
     "2×2 counts: rows true [real, ai], columns predicted [real, ai]."
@@ -128,32 +215,58 @@ def ranked(preds: pd.DataFrame, threshold: float = 0.5, kind: str = 'mistakes') 
     return d.assign(confidence=np.where(d['prob_ai'] >= threshold, d['prob_ai'], 1 - d['prob_ai'])) \
             .sort_values('confidence', ascending=False, kind='stable')
 
-def format_table(t: pd.DataFrame) -> str:
-    "A metrics table as text, with undefined values shown as n/a."
-    return t.to_string(index=False, float_format=lambda v: f'{v:.3f}', na_rep='n/a')
+def _fold_intervals(t: pd.DataFrame) -> pd.DataFrame:
+    "`t` as strings: numbers to 3 decimals, undefined ones as n/a, each interval after its metric as [lo, hi]."
+    f = lambda v: 'n/a' if pd.isna(v) else f'{v:.3f}' if isinstance(v, (float, np.floating)) else str(v)
+    out = t.apply(lambda col: col.map(f)).astype(object)
+    if 'level' in t: out['level'] = t['level'].map(lambda v: '' if pd.isna(v) else f'{v:g}')   # robustness levels: 90, 0.5
+    for m in CI_METRICS:
+        if f'{m}_lo' in t:
+            out[m] = [s if pd.isna(lo) else f'{s} [{lo:.3f}, {hi:.3f}]' for s, lo, hi in zip(out[m], t[f'{m}_lo'], t[f'{m}_hi'])]
+    return out.drop(columns=[c for c in CI_COLUMNS if c in t])
+
+def format_table(t: pd.DataFrame, line_width: int = 120) -> str:
+    "A metrics table as text: undefined values as n/a, intervals as [lo, hi] after their metric, wrapped at `line_width`."
+    return _fold_intervals(t).to_string(index=False, line_width=line_width)
+
+def markdown_table(t: pd.DataFrame) -> str:
+    "A metrics table as GitHub markdown, formatted like `format_table`."
+    s = _fold_intervals(t)
+    return '\n'.join(['| ' + ' | '.join(s.columns) + ' |', '|' + '---|' * len(s.columns)] +
+                     ['| ' + ' | '.join(r) + ' |' for r in s.itertuples(index=False)])
 
 # %% ../nbs/22_evaluate.ipynb #04833bc0
 class EvalResult:
     "Per-image predictions of a detector on test datasets, and everything computed from them."
-    def __init__(self, preds, threshold, detector, unreadable, manifests):
+    def __init__(self, preds, threshold, detector, unreadable, manifests, bootstrap: int = 0, seed: int = 0):
         self.preds, self.threshold, self.detector = preds, threshold, detector
         self.unreadable, self.manifests = unreadable, manifests
+        self.bootstrap, self.seed, self._tables = bootstrap, seed, {}
 
     @property
     def datasets(self) -> list: return list(self.manifests)
 
     @property
+    def tuned_threshold(self) -> float | None:
+        "The threshold the model picked on its validation split (`threshold` in its JSON), if it has one."
+        return self.detector.info.get('threshold')
+
+    @property
     def table(self) -> pd.DataFrame:
-        "Metrics per test dataset (and 'all') at the result's threshold."
-        t = metrics_table(self.preds, self.threshold, keys=self.datasets)
-        n_bad = self.unreadable.groupby('dataset').size()
-        t.insert(1, 'unreadable', [int(n_bad.get(d, 0)) if d != 'all' else len(self.unreadable) for d in t['dataset']])
-        return t
+        "Metrics per test dataset (and 'all') at the result's threshold, with `bootstrap` intervals by source group."
+        key = (self.threshold, self.bootstrap, self.seed, len(self.preds))   # resampling is worth computing once
+        if key not in self._tables:
+            t = metrics_table(self.preds, self.threshold, keys=self.datasets, tuned=self.tuned_threshold,
+                              bootstrap=self.bootstrap, seed=self.seed)
+            n_bad = self.unreadable.groupby('dataset').size()
+            t.insert(1, 'unreadable', [int(n_bad.get(d, 0)) if d != 'all' else len(self.unreadable) for d in t['dataset']])
+            self._tables[key] = t
+        return self._tables[key].copy()
 
     def by_category(self, dataset=None) -> pd.DataFrame:
         "Metrics per source category (per weather type, per scene...), for one dataset or all."
         d = self.preds if dataset is None else self._of(dataset)
-        parts = [metrics_table(g, self.threshold, by='category', all_row=False).assign(dataset=n)
+        parts = [metrics_table(g, self.threshold, by='category', all_row=False, tuned=self.tuned_threshold).assign(dataset=n)
                  for n, g in d.groupby('dataset', sort=False)]
         return pd.concat(parts, ignore_index=True)[['dataset', 'category', 'n', 'n_real', 'n_ai', *METRICS]]
 
@@ -180,9 +293,9 @@ class EvalResult:
         "An interactive confusion matrix for notebooks: pick a test dataset, slide the threshold, see mistakes."
         return confusion_widget(self)
 
-    def save(self, out) -> dict:
-        "Write metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png and report.md into folder `out`."
-        return write_report(self, out)
+    def save(self, out, audit: bool = True) -> dict:
+        "Write metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png, report.md (and the test sets' audit) to `out`."
+        return write_report(self, out, audit)
 
     def _repr_html_(self): return self.table._repr_html_()
     def __repr__(self): return format_table(self.table)
@@ -288,11 +401,26 @@ def confusion_widget(res: EvalResult, k: int = 12):
     return W.VBox([W.HTML(POSITIVE_NOTE), W.HBox([ds, th, show]), summary, grid], layout=W.Layout(width='100%'))
 
 # %% ../nbs/22_evaluate.ipynb #dd540b97
-def write_report(res: EvalResult, out) -> dict:
-    "Write `res` to folder `out`: metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, report.md."
+def threshold_lines(threshold: float, info: dict, bootstrap: int, seed: int) -> list:
+    "The report lines that say which thresholds and intervals the metrics use."
+    t = info.get('threshold')
+    tuned = (f"`accuracy_tuned` is at the model's own threshold, {t:.3f}, which {info.get('threshold_rule', 'aidetect train chose')}"
+             if t is not None else "the model has no tuned threshold (`accuracy_tuned` is n/a; models trained before "
+             "aidetect stored one, or without a validation split, lack it)")
+    return [f"AI is the positive class; an image is called AI at P(AI) >= {threshold}. {tuned[0].upper() + tuned[1:]}. "
+            "`accuracy_oracle` is the accuracy at `oracle_threshold`, the best threshold for each test set found with "
+            "its own labels: an upper bound, not a result. `ece`: expected calibration error of P(AI), 15 equal-width "
+            "bins (see the reliability diagram). `tpr_at_5fpr`: AI accuracy at the best threshold that calls at most "
+            "5 % of real images AI. " +
+            (f"Intervals in brackets: 95 % percentile bootstrap over {bootstrap} resamples of source groups (a photo and "
+             f"its variations together), seed {seed}. With few groups they are rough, and a skewed metric (AP near its "
+             "floor) can even sit just outside its own interval." if bootstrap else 'No intervals (bootstrap 0).')]
+
+def write_report(res: EvalResult, out, audit: bool = True) -> dict:
+    "Write `res` to folder `out`: metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png, report.md; with `audit`, the test sets' shortcut audit too."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     files = dict(metrics=out/'metrics.csv', predictions=out/'predictions.csv', unreadable=out/'unreadable.csv',
-                 report=out/'report.md')
+                 reliability=out/'reliability.png', report=out/'report.md')
     table = res.table
     table.to_csv(files['metrics'], index=False)
     res.preds.to_csv(files['predictions'], index=False, float_format='%.9g')
@@ -301,18 +429,23 @@ def write_report(res: EvalResult, out) -> dict:
     for d in res.datasets:
         fig = res.confusion(d); f = out/f'confusion_{_safe(d)}.png'
         fig.savefig(f, dpi=100); plt.close(fig); pngs.append(f)
+    fig = plot_reliability(res.preds); fig.savefig(files['reliability'], dpi=100); plt.close(fig)
     info = res.detector.info
     lines = [f"# aidetect evaluation", '',
              f"Model: `{info.get('name', 'detector')}` ({info.get('arch', '?')}, {info.get('size', '?')} px), trained on "
              + (', '.join(f"{d['name']} (manifest sha256 {d['manifest_sha256'][:12]})" for d in info.get('datasets', [])) or 'unknown data')
-             + f". Threshold {res.threshold}; AI is the positive class.", '',
-             '| ' + ' | '.join(table.columns) + ' |', '|' + '---|' * len(table.columns)]
-    for _, r in table.iterrows():
-        lines.append('| ' + ' | '.join(('n/a' if pd.isna(v) else f'{v:.3f}') if isinstance(v, float) else str(v) for v in r) + ' |')
+             + '.', '', *threshold_lines(res.threshold, info, res.bootstrap, res.seed), '', markdown_table(table)]
     lines += ['', 'Test datasets:', ''] + [f"- {n}: `{m['path']}`, {m['n']} images, manifest sha256 `{m['manifest_sha256']}`"
                                            for n, m in res.manifests.items()]
-    lines += ['', 'Every number above is recomputed by sklearn from `predictions.csv` (column `prob_ai`, `label`).', '']
-    lines += [f'![{p.stem}]({p.name})' for p in pngs]
+    lines += ['', 'Every number above is recomputed by sklearn from `predictions.csv` (columns `prob_ai`, `label`, and '
+              '`domain` and `group` for the resampling).', '']
+    lines += [f'![{p.stem}]({p.name})' for p in pngs] + ['', f"![reliability]({files['reliability'].name})"]
+    if audit:   # a score is only as good as the test set: could its file metadata alone tell the classes apart?
+        a = shortcut_audit({n: m['path'] for n, m in res.manifests.items()}, bootstrap=res.bootstrap, seed=res.seed)
+        files['audit'] = a.save(out)['report']
+        lines += ['', '## Shortcut audit of the test sets', '', 'If file metadata alone separate real from AI in a test '
+                  'set, a score above may partly measure that shortcut rather than generation.', '', *a.markdown(), '',
+                  f"Plots per property and class: [{files['audit'].name}]({files['audit'].name})."]
     files['report'].write_text('\n'.join(lines) + '\n')
     files['confusion'] = pngs
     return files
@@ -320,13 +453,14 @@ def write_report(res: EvalResult, out) -> dict:
 def _safe(name: str) -> str: return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)
 
 # %% ../nbs/22_evaluate.ipynb #b978da7b
-def transfer_matrix(models: dict, datasets, threshold: float = 0.5, bs: int = 64, progress: bool = False) -> pd.DataFrame:
-    "Evaluate each of `models` ({name: model}) on every dataset; one tidy row per (model, dataset)."
+def transfer_matrix(models: dict, datasets, threshold: float = 0.5, bs: int = 64, progress: bool = False,
+                    bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
+    "Evaluate each of `models` ({name: model}) on every dataset; one tidy row per (model, dataset), `evaluate`'s metrics."
     rows = []
     for mname, model in models.items():
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', UserWarning)   # training-set overlap is expected on the diagonal
-            t = evaluate(model, datasets, threshold, bs, progress=progress).table
+            t = evaluate(model, datasets, threshold, bs, progress=progress, bootstrap=bootstrap, seed=seed).table
         rows.append(t[t['dataset'] != 'all'].assign(model=mname))
     out = pd.concat(rows, ignore_index=True)
     return out[['model', 'dataset'] + [c for c in out.columns if c not in ('model', 'dataset')]]
@@ -348,16 +482,8 @@ def transfer_heatmap(tm: pd.DataFrame, metric: str = 'accuracy', ax=None):
     return fig
 
 # %% ../nbs/22_evaluate.ipynb #8bcf09cc
-def cli_eval(model: str,   # model path (base name, .json or .safetensors; .pkl needs --allow-pickle)
-             *datasets: str,   # test dataset folders (or their manifest.csv)
-             report: str = None,   # folder for metrics.csv, predictions.csv, confusion matrices and report.md
-             names: Annotated[list, dict(nargs='+', type=str)] = None,   # display names of the test datasets (default: folder names)
-             threshold: float = 0.5,   # P(AI) at or above which an image is called AI
-             bs: int = 64,   # batch size
-             allow_pickle: bool = False,   # allow loading a fastai .pkl (runs code from the file)
-             device: str = None):   # cpu or cuda (default: cuda if available)
-    "Evaluate a detector on each test dataset: accuracy, precision, recall, F1, ROC AUC, AP and probabilistic F1, AI positive."
-    check_range('threshold', threshold, 0, 1); check_range('bs', bs, 1)
+def named_test_sets(model, datasets, names=None, allow_pickle: bool = False) -> dict:
+    "{name: folder} of a command's test `datasets`, after checking them and the `model` files (one clear error each)."
     if not datasets: raise AidetectError('give at least one test dataset')
     model_files(model, allow_pickle)
     for d in datasets: read_manifest(d)
@@ -365,11 +491,25 @@ def cli_eval(model: str,   # model path (base name, .json or .safetensors; .pkl 
         raise AidetectError(f'--names gives {len(names)} names for {len(datasets)} datasets')
     names = names or [dataset_root(d).name for d in datasets]
     if len(set(names)) != len(names): raise AidetectError('test dataset names must differ; pass --names')
-    res = evaluate(model, dict(zip(names, datasets)), threshold, bs, allow_pickle, device)
+    return dict(zip(names, datasets))
+
+def cli_eval(model: str,   # model path (base name, .json or .safetensors; .pkl needs --allow-pickle)
+             *datasets: str,   # test dataset folders (or their manifest.csv)
+             report: str = None,   # folder for metrics.csv, predictions.csv, confusion matrices, reliability diagram, the test sets' shortcut audit and report.md
+             names: Annotated[list, dict(nargs='+', type=str)] = None,   # display names of the test datasets (default: folder names)
+             threshold: float = 0.5,   # P(AI) at or above which an image is called AI
+             bootstrap: int = 1000,   # resamples of source groups for the 95 % intervals of accuracy, AUC and AP (0: off)
+             bs: int = 64,   # batch size
+             allow_pickle: bool = False,   # allow loading a fastai .pkl (runs code from the file)
+             device: str = None):   # cpu or cuda (default: cuda if available)
+    "Evaluate a detector on each test dataset: accuracy (all, real, AI; at 0.5, tuned, oracle), AUC, AP, TPR@5%FPR, ECE, intervals."
+    check_range('threshold', threshold, 0, 1); check_range('bs', bs, 1); check_range('bootstrap', bootstrap, 0)
+    sets = named_test_sets(model, datasets, names, allow_pickle)
+    res = evaluate(model, sets, threshold, bs, allow_pickle, device, bootstrap=bootstrap)
     from aidetect.train import this_process
     if not this_process().is_main: return   # under `accelerate launch` every process has the merged result; one reports
     print(format_table(res.table))
     if len(res.unreadable): print(f'{len(res.unreadable)} unreadable image(s): first is {res.unreadable.iloc[0].to_dict()}')
     if report:
         files = res.save(report)
-        print(f"report: {files['report']} (+ metrics.csv, predictions.csv, {len(files['confusion'])} confusion matrices)")
+        print(f"report: {files['report']} (+ metrics.csv, predictions.csv, {len(files['confusion'])} confusion matrices, reliability.png, audit.md)")

@@ -196,12 +196,13 @@ def evaluate_sequence(sequence,             # sequence.json (or its folder)
                       datasets,             # test datasets: {name: folder} or a list of folders
                       threshold: float = 0.5,   # P(AI) at or above which an image is called AI
                       bs: int = 64,         # batch size
+                      bootstrap: int = 0,   # resamples of source groups for 95 % intervals (0: off)
                       progress: bool = False) -> pd.DataFrame:
     "Every step of `sequence` on every test dataset: one tidy row per (step, dataset), `in_distribution` marked."
     seq, folder = load_sequence(sequence)
     models = {f"{s['step']} +{s['dataset']}": folder/f"{s['model']}.safetensors" for s in seq['steps']}
     domains = {d['name']: set(read_manifest(d['path'])['domain']) for d in seq['datasets']}
-    tm = transfer_matrix(models, datasets, threshold, bs, progress)
+    tm = transfer_matrix(models, datasets, threshold, bs, progress, bootstrap=bootstrap)
     test_domains = {n: set(read_manifest(r)['domain']) for n, r in _named(datasets).items()}
     seen = {f"{s['step']} +{s['dataset']}": set().union(*(domains[n] for n in s['trained_on'])) for s in seq['steps']}
     tm.insert(1, 'step', tm['model'].map({m: int(m.split(' ')[0]) for m in models}))
@@ -281,7 +282,7 @@ def cli_eval(model: str,   # model path (base name, .json or .safetensors; .pkl 
     if len(set(names)) != len(names): raise AidetectError('test dataset names must differ; pass --names')
     threshold, bs = kwargs.get('threshold', 0.5), kwargs.get('bs', 64)
     check_range('threshold', threshold, 0, 1); check_range('bs', bs, 1)
-    table = evaluate_sequence(model, dict(zip(names, datasets)), threshold, bs)
+    table = evaluate_sequence(model, dict(zip(names, datasets)), threshold, bs, kwargs.get('bootstrap', 0))
     if not this_process().is_main: return
     print(format_table(table[['model', 'dataset', 'in_distribution', 'n', *SEQUENCE_METRICS]]))
     files = write_sequence_report(table, kwargs.get('report') or load_sequence(model)[1])

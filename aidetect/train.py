@@ -31,20 +31,20 @@ from fastai.distributed import DistributedDL
 from fastcore.basics import patch
 from sklearn.metrics import precision_score, recall_score, f1_score
 from .images import BadImage, open_image
-from .dataset import LABELS, load_datasets, group_keys, group_split_idxs, count_table, manifest_hash, preflight
+from .dataset import LABELS, SPLITS, load_datasets, group_keys, group_split_idxs, split_idxs, count_table, manifest_hash, preflight
 from .gen.distributor import Distributor
 from fastcore.meta import delegates
 from typing import Annotated
 
 # %% auto #0
-__all__ = ['WATERMARK_EXTRA', 'AUGMENTATIONS', 'ITEM_COLUMNS', 'OPTIMIZERS', 'DEFAULT_LR', 'DetectorImage', 'simple_cnn',
-           'resolve_arch', 'build_model', 'norm_stats', 'WeightsUnavailable', 'load_body_weights', 'CropBottom',
-           'RandomGaussianBlur', 'RandomGrayscale', 'RandomJPEG', 'need_watermark', 'RandomWatermark',
+__all__ = ['WATERMARK_EXTRA', 'AUGMENTATIONS', 'ITEM_COLUMNS', 'OPTIMIZERS', 'DEFAULT_LR', 'THRESHOLD_RULE', 'DetectorImage',
+           'simple_cnn', 'resolve_arch', 'build_model', 'norm_stats', 'WeightsUnavailable', 'load_body_weights',
+           'CropBottom', 'RandomGaussianBlur', 'RandomGrayscale', 'RandomJPEG', 'need_watermark', 'RandomWatermark',
            'decode_watermark', 'CropResize', 'item_tfms', 'batch_tfms', 'draft_size', 'OpenImage', 'detector_dblock',
            'this_process', 'usable_rows', 'balance_weights', 'BalancedDL', 'default_workers', 'collate_channels_last',
            'detector_dls', 'detector_metrics', 'precision_for', 'opt_func', 'detector_files', 'load_detector_weights',
-           'detector_learner', 'suggest_lr', 'epoch_lines', 'best_checkpoint', 'train_detector', 'training_summary',
-           'norm_of', 'detector_info', 'export_detector', 'cli_train']
+           'detector_learner', 'suggest_lr', 'epoch_lines', 'best_cut', 'validation_threshold', 'best_checkpoint',
+           'train_detector', 'training_summary', 'norm_of', 'detector_info', 'export_detector', 'cli_train']
 
 # %% ../nbs/20_train.ipynb #d2baffc7
 class DetectorImage(PILImage):
@@ -343,14 +343,16 @@ def collate_channels_last(items) -> tuple:
 
 def detector_dls(source, size: int = 224, bs: int = 64, valid_pct: float = 0.2, seed: int = 42, aug: str = 'fastai',
                  arch: str = 'resnet34', balance: bool = False, workers: int | None = None, device=None,
-                 strict: bool = False, verbose: bool = True, draws: int | None = None):
-    "DataLoaders for dataset folder(s) or a manifest DataFrame `source`, split by group, unusable files left out."
+                 strict: bool = False, verbose: bool = True, split: str = 'random', draws: int | None = None):
+    "DataLoaders for dataset folder(s) or a manifest DataFrame `source`, split by group (or officially), unusable files left out."
     if aug == 'epstein': need_watermark()   # fail before reading any data, not at the first watermarked batch
     df = load_datasets(source)
     if df.empty: raise AidetectError('the dataset has no images; check manifest.csv')
     if 'is_valid' in df: df['is_valid'] = df['is_valid'].astype(bool)   # a split made by the caller (a sequence's) is kept
     else:
-        tr, va = group_split_idxs(df, valid_pct, seed)   # of the whole manifest: a file that can't be read moves no group
+        tr, va = split_idxs(df, split, valid_pct, seed)   # of the whole manifest: a file that can't be read moves no group
+        if split == 'official': valid_pct = len(va) / len(df)
+        if split == 'official' and not va: raise AidetectError("the official split has no validation images (every row's split is 'train'); use --split random")
         if valid_pct > 0 and not va: raise AidetectError('too few groups to split off a validation set; add images or use --valid-pct 0')
         df = df.assign(is_valid=np.isin(np.arange(len(df)), va))
     df, excluded = usable_rows(df, strict, verbose=verbose)
@@ -380,7 +382,7 @@ def detector_dls(source, size: int = 224, bs: int = 64, valid_pct: float = 0.2, 
         dls = dsets.weighted_dataloaders(wgts, after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kw)
     else: dls = dblock.dataloaders(items, **kw)
     dls.manifest, dls.excluded, dls.size, dls.seed = df, excluded, size, seed
-    dls.valid_pct, dls.aug, dls.balance = valid_pct, aug, balance
+    dls.valid_pct, dls.aug, dls.balance, dls.split = valid_pct, aug, balance, split
     keys = group_keys(df)
     dls.train_groups, dls.valid_groups = sorted(set(keys[~df['is_valid']])), sorted(set(keys[df['is_valid']]))
     return dls
@@ -489,6 +491,33 @@ def epoch_lines(learn: Learner):
         try: yield learn
         finally: learn.logger = old
 
+# %% ../nbs/20_train.ipynb #702269dd
+from sklearn.metrics import roc_curve
+
+THRESHOLD_RULE = 'maximises balanced accuracy on the validation split (ties: the cut nearest 0.5)'
+
+def best_cut(y_true, prob, rule: str = 'balanced_accuracy') -> tuple[float, float]:
+    "(threshold, score) of the P(AI) cut maximising `rule` ('balanced_accuracy' or 'accuracy') for 0/1 labels `y_true`."
+    y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
+    if len(y) == 0 or y.min() == y.max(): return float('nan'), float('nan')   # one class: no cut to choose
+    fpr, tpr, th = roc_curve(y, p, drop_intermediate=False)   # cut i: AI at p >= th[i]; th[0] = inf (nothing AI)
+    n_ai = y.sum()
+    score = (tpr + 1 - fpr) / 2 if rule == 'balanced_accuracy' else (tpr * n_ai + (1 - fpr) * (len(y) - n_ai)) / len(y)
+    cut = (np.where(np.isinf(th), 1.0, th) + np.r_[th[1:], 0.0]) / 2   # halfway to the next lower score
+    best = np.flatnonzero(score >= score.max() - 1e-12)
+    i = best[np.argmin(np.abs(cut[best] - 0.5))]
+    return float(cut[i]), float(score[i])
+
+def validation_threshold(learn: Learner) -> dict:
+    "`threshold` and `threshold_rule` for NAME.json: `best_cut` on `learn`'s validation split (None without both classes)."
+    if not len(learn.dls.valid_ds): return dict(threshold=None, threshold_rule='none: no validation split')
+    # without the Recorder: predicting right after `fit` would otherwise rewrite its last epoch's row
+    with learn.no_bar(), learn.no_logging(), learn.removed_cbs(learn.recorder): prob, y = learn.get_preds(dl=learn.dls.valid)
+    pos = list(learn.dls.vocab).index('ai')
+    t, _ = best_cut((y == pos).numpy(), prob[:, pos].numpy())
+    if np.isnan(t): return dict(threshold=None, threshold_rule='none: the validation split lacks a class')
+    return dict(threshold=t, threshold_rule=THRESHOLD_RULE)
+
 # %% ../nbs/20_train.ipynb #ab8b1f2d
 @patch
 def _broadcast(self: DistributedDL, t, rank):
@@ -555,7 +584,8 @@ def train_detector(source,                     # dataset folder(s), or a manifes
                    lr: float | None = None,    # learning rate (default: lr_find's suggestion)
                    pretrained: bool = True,    # start from ImageNet weights (--no-pretrained: from scratch)
                    weights: str | None = None, # local ImageNet state dict for `arch` (.pth or .safetensors)
-                   valid_pct: float = 0.2,     # share of groups held out for validation
+                   valid_pct: float = 0.2,     # share of groups held out for validation (random split)
+                   split: str = 'random',      # validation split: random (by group) or official (the datasets' own split column)
                    seed: int = 42,             # seed of the split and the training
                    aug: str = 'fastai',        # augmentation recipe: none, fastai, epstein or cnndetection
                    balance: bool = False,      # sample batches so each class, and each domain within it, is seen equally often
@@ -584,6 +614,7 @@ def train_detector(source,                     # dataset folder(s), or a manifes
             raise AidetectError(f'--steps {steps} is not a multiple of --eval-every {eval_every}; '
                                 f'use e.g. --steps {steps // eval_every * eval_every or eval_every}')
     if patience is not None: check_range('patience', patience, 1)
+    if split not in SPLITS: raise AidetectError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     if lr is not None and lr <= 0: raise AidetectError(f'lr must be positive, got {lr}')
     if wd is not None: check_range('wd', wd, 0)
     opt_fn = opt_func(opt)
@@ -603,7 +634,7 @@ def train_detector(source,                     # dataset folder(s), or a manifes
     if steps is not None: balance = True   # the study's batches: classes, and domains within them, drawn equally
     local_bs = bs // dist.world
     dls = detector_dls(source, size=size, bs=local_bs, valid_pct=valid_pct, seed=seed, aug=aug, arch=arch,
-                       balance=balance, workers=workers, device=device, strict=strict, verbose=verbose_here,
+                       balance=balance, workers=workers, device=device, strict=strict, verbose=verbose_here, split=split,
                        draws=eval_every * local_bs * dist.world if steps is not None else None)
     if (steps is not None or patience is not None) and not len(dls.valid_ds):
         raise AidetectError('--steps and --patience judge checkpoints on validation images; give a --valid-pct above 0')
@@ -618,10 +649,13 @@ def train_detector(source,                     # dataset folder(s), or a manifes
     best = best_checkpoint(learn, patience, dist, verbose_here) if steps is not None or patience is not None \
         else contextlib.nullcontext()
     with (bars if verbose_here else learn.no_bar()), (contextlib.nullcontext() if verbose_here else learn.no_logging()), \
-         _distributed(learn, dist), best:
-        if steps is not None: learn.unfreeze(); learn.fit(steps // eval_every, lr)
-        elif trained_body: learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs)
-        else: learn.fit_one_cycle(epochs + freeze_epochs, lr)
+         _distributed(learn, dist):
+        with best:   # the best checkpoint is restored at the end of the fit, before the threshold is tuned on it
+            if steps is not None: learn.unfreeze(); learn.fit(steps // eval_every, lr)
+            elif trained_body: learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs)
+            else: learn.fit_one_cycle(epochs + freeze_epochs, lr)
+        # every process predicts its share of the validation set and fastai gathers them (one process alone would wait)
+        learn.threshold_info = validation_threshold(learn)
     learn.lr_used, learn.train_seconds, learn.processes = lr, time.time() - t0, dist.world
     learn.best_epoch = _best_epoch(learn) if steps is not None or patience is not None else None
     learn.schedule = dict(steps=steps, eval_every=eval_every if steps is not None else None, patience=patience, opt=opt,
@@ -685,10 +719,12 @@ def detector_info(learn: Learner) -> dict:
                 excluded=dls.excluded.to_dict('records') if hasattr(dls, 'excluded') else [],
                 datasets=[dict(name=Path(r).name, path=str(r), manifest_sha256=manifest_hash(r)) for r in roots],
                 n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), seed=dls.seed, valid_pct=dls.valid_pct,
+                split=getattr(dls, 'split', 'random'),
                 train_groups=list(dls.train_groups), valid_groups=list(dls.valid_groups),
                 lr=getattr(learn, 'lr_used', None), train_seconds=getattr(learn, 'train_seconds', None),
                 metrics={n: num(v) for n, v in zip(names, vals)}, history=history,
                 schedule=getattr(learn, 'schedule', None), init=getattr(learn, 'init_file', None),
+                **(getattr(learn, 'threshold_info', None) or validation_threshold(learn)),   # the cut evaluation reports beside 0.5
                 versions=_versions(), git_commit=_git_commit(), created=time.strftime('%Y-%m-%dT%H:%M:%S'))
 
 def export_detector(learn: Learner, out, pickle: bool = True) -> dict:

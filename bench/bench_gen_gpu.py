@@ -1,19 +1,21 @@
-"""GPU generation cost: achieved TFLOP/s of `aidetect-gen`'s pipeline ÷ the GPU's dense fp16/bf16 peak.
+"""GPU generation cost per generator: seconds per image and achieved TFLOP/s ÷ the GPU's dense fp16/bf16 peak.
 
-The `full-random` preset is the real Stable Diffusion image-variation model's architecture with random weights, so
-it costs what the real model costs. The bench counts the UNet's FLOPs for one denoising step (both halves of
-classifier-free guidance) with `torch.utils.flop_counter.FlopCounterMode`, times whole pipeline calls (image
-encoder, `--steps` UNet steps, VAE decoder, safety checker) on batches of `--batch` images, and prints
+The `full-random` preset of each generator (`aidetect-gen generators`) is its real architecture with random
+weights, so it costs what the real model costs. For each generator of `--generator` the bench counts the FLOPs of
+one whole generation call on a batch of `--batch` images (every model the call runs: encoders, the denoiser's
+steps, the decoder, the safety checker) with `torch.utils.flop_counter.FlopCounterMode`, times the same call
+without the counter (median of `--repeats`, after a warm-up call), and prints
 
-    achieved TFLOP/s = UNet FLOPs of the run / wall time of the run,  and that ÷ the GPU's dense fp16/bf16 peak
+    seconds per image,  achieved TFLOP/s = FLOPs of the call / its wall time,  and that ÷ the GPU's peak
 
-(so everything that is not the UNet counts as overhead). The peak comes from a table of common GPUs (vendor
-datasheets, dense tensor-core fp16/bf16, no sparsity); `--peak-tflops` overrides it. Without a CUDA GPU it says that
-it skipped.
+(operations the counter does not know, e.g. some custom kernels, are not counted: the figure is a lower bound).
+The peak comes from a table of common GPUs (vendor datasheets, dense tensor-core fp16/bf16, no sparsity);
+`--peak-tflops` overrides it. Without a CUDA GPU it says that it skipped.
 
-    python bench/bench_gen_gpu.py [--size 512] [--batch 8] [--steps 25] [--dtype fp16] [--repeats 3]
-                                  [--no-sdpa] [--vae-slicing] [--vae-tiling] [--peak-tflops 989]
-    python bench/bench_gen_gpu.py --preset tiny --device cpu --dtype fp32 --size 64 --steps 2 --peak-tflops 1   # the code path, anywhere
+    python bench/bench_gen_gpu.py [--generator sd-variations,kandinsky22,...] [--size 512] [--batch 8]
+                                  [--steps 25] [--dtype fp16] [--repeats 3] [--no-sdpa] [--vae-slicing] [--peak-tflops 989]
+    python bench/bench_gen_gpu.py --generator sd-variations,vae-roundtrip --preset tiny --device cpu --dtype fp32 \
+        --size 64 --steps 2 --batch 2 --repeats 1 --peak-tflops 1   # the code path, anywhere
 """
 import argparse, statistics, sys, time
 
@@ -30,25 +32,52 @@ def peak_for(name: str):
     return next((p for k, p in PEAK_TFLOPS if k.lower() in name.lower()), None)
 
 
-def unet_flops_per_step(pipe, batch: int, size: int) -> int:
-    "FLOPs of one UNet call on a `batch` of latents for `size` px images, both halves of guidance included."
+def call_flops(fn) -> int:
+    "FLOPs of everything `fn()` runs, as PyTorch's FLOP counter sees them."
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    unet, dev, dt = pipe.unet, pipe.device, pipe.unet.dtype
-    lat = size // pipe.vae_scale_factor
-    x = torch.randn(2 * batch, unet.config.in_channels, lat, lat, device=dev, dtype=dt)
-    cond = torch.randn(2 * batch, 1, unet.config.cross_attention_dim, device=dev, dtype=dt)   # image embeddings
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        unet(x, torch.tensor(500, device=dev), encoder_hidden_states=cond)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc: fn()
     return fc.get_total_flops()
+
+
+def bench_one(name, a, images, peak, sync):
+    "Load generator `name` (`a.preset`), count and time one batch; print its lines."
+    from aidetect.gen.zoo import load_generator
+    b = load_generator(name, a.preset, device=a.device, dtype=a.dtype, steps=a.steps, safety_checker=not a.no_safety)
+    pipe = getattr(b, 'pipe', None)
+    if a.no_sdpa and hasattr(pipe, 'unet'):
+        from diffusers.models.attention_processor import AttnProcessor
+        pipe.unet.set_attn_processor(AttnProcessor())
+    if a.vae_slicing and hasattr(pipe, 'vae'): pipe.vae.enable_slicing()
+    if a.vae_tiling and hasattr(pipe, 'vae'): pipe.vae.enable_tiling()
+    dims = b.generation_dims(a.size, a.size) if hasattr(b, 'generation_dims') else (a.size, a.size)
+    conds = [b.prepare(im, dims) if getattr(b, 'sized_input', False) else b.prepare(im) for im in images]
+    seeds = list(range(len(images)))
+
+    def run():
+        sync(); t = time.perf_counter()
+        b.generate(conds, seeds, *dims)
+        sync(); return time.perf_counter() - t
+
+    run()                                                        # warm-up: kernels, allocator, autotuning
+    flops = call_flops(lambda: b.generate(conds, seeds, *dims))
+    secs = statistics.median(run() for _ in range(a.repeats))
+    achieved = flops / secs / 1e12
+    steps = getattr(b, 'steps', None)
+    print(f'{name} ({b.kind}, {a.preset}), {dims[0]}x{dims[1]} px, batch {a.batch}'
+          + (f', {steps} steps' if steps else '') + f': {secs / a.batch:.3f} s per image, '
+          f'{flops / a.batch / 1e9:,.2f} GFLOP per image, achieved {achieved:.3g} TFLOP/s'
+          + (f' = {achieved / peak:.1%} of peak' if peak else ''))
+    return b
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--generator', default='sd-variations', help='generators, comma-separated (aidetect-gen generators)')
     ap.add_argument('--preset', default='full-random'); ap.add_argument('--device', default='cuda')
     ap.add_argument('--size', type=int, default=512); ap.add_argument('--batch', type=int, default=8)
-    ap.add_argument('--steps', type=int, default=25); ap.add_argument('--dtype', default='fp16')
-    ap.add_argument('--repeats', type=int, default=3)
+    ap.add_argument('--steps', type=int, default=None, help="denoising steps (default: each generator's)")
+    ap.add_argument('--dtype', default='fp16'); ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--no-sdpa', action='store_true', help="diffusers' classic attention instead of PyTorch SDPA")
     ap.add_argument('--vae-slicing', action='store_true', help='decode the batch one image at a time')
     ap.add_argument('--vae-tiling', action='store_true', help='decode in overlapping tiles (large sizes)')
@@ -62,40 +91,21 @@ def main():
     from PIL import Image
     import numpy as np
     from aidetect.script import quiet_libs
-    from aidetect.gen.pipeline import load_pipeline
+    from aidetect.gen.zoo import generator_names
     quiet_libs('bench_gen_gpu')
-    pipe = load_pipeline(a.preset, device=a.device, dtype=a.dtype, safety_checker=not a.no_safety)
-    if a.no_sdpa:
-        from diffusers.models.attention_processor import AttnProcessor
-        pipe.unet.set_attn_processor(AttnProcessor())
-    if a.vae_slicing: pipe.vae.enable_slicing()
-    if a.vae_tiling: pipe.vae.enable_tiling()
+    names = generator_names(a.generator)
     name = torch.cuda.get_device_name() if a.device.startswith('cuda') else a.device
     peak = a.peak_tflops or peak_for(name)
+    print(f'{name}, {a.dtype}, attention {"classic" if a.no_sdpa else "SDPA"}, VAE slicing {a.vae_slicing}, '
+          f'tiling {a.vae_tiling}; peak ' + (f'{peak:.0f} TFLOP/s dense fp16/bf16 ({"--peak-tflops" if a.peak_tflops else "table"})'
+                                             if peak else 'unknown: pass --peak-tflops for the ratio'))
     rng = np.random.RandomState(0)
     images = [Image.fromarray(rng.randint(0, 256, (a.size, a.size, 3), dtype=np.uint8)) for _ in range(a.batch)]
     sync = torch.cuda.synchronize if a.device.startswith('cuda') else (lambda: None)
-
-    def run(steps):
-        gens = [torch.Generator('cpu').manual_seed(i) for i in range(a.batch)]
-        sync(); t = time.perf_counter()
-        pipe(images, height=a.size, width=a.size, num_inference_steps=steps, guidance_scale=3.0, generator=gens)
-        sync(); return time.perf_counter() - t
-
-    flops_step = unet_flops_per_step(pipe, a.batch, a.size)
-    run(2)                                                       # warm-up: kernels, allocator, autotuning
-    secs = statistics.median(run(a.steps) for _ in range(a.repeats))
-    flops_run = flops_step * a.steps
-    achieved = flops_run / secs / 1e12
-    print(f'{a.preset} on {name}, {a.dtype}, {a.size} px, batch {a.batch}, {a.steps} steps, '
-          f'attention {"classic" if a.no_sdpa else "SDPA"}, VAE slicing {a.vae_slicing}, tiling {a.vae_tiling}')
-    print(f'  UNet: {flops_step / a.batch / 1e9:,.1f} GFLOP per image per step (guidance included), '
-          f'{flops_run / a.batch / 1e12:,.3f} TFLOP per image per run')
-    print(f'  run: {secs:.2f} s per batch of {a.batch} ({secs / a.batch:.3f} s per image), '
-          f'achieved {achieved:.3g} TFLOP/s (UNet FLOPs ÷ whole-run time)')
-    if peak: print(f'  peak {peak:.0f} TFLOP/s dense fp16/bf16 ({"--peak-tflops" if a.peak_tflops else "table"}): '
-                   f'achieved ÷ peak = {achieved / peak:.1%}')
-    else: print(f'  no peak known for {name!r}: pass --peak-tflops for the ratio')
+    for n in names:
+        b = bench_one(n, a, images, peak, sync)
+        del b
+        if a.device.startswith('cuda'): torch.cuda.empty_cache()   # the next generator gets the whole GPU
 
 
 if __name__ == '__main__':

@@ -82,3 +82,22 @@ def detector_of_size(demo_data, tmp_path_factory):
             made[size] = export_detector(learn, tmp_path_factory.mktemp(f'detector-{size}') / f'm{size}')['json']
         return made[size]
     return make
+
+
+def sklearn_intervals(preds, counts, codes):
+    """The 95 % intervals (low, high of accuracy, ROC AUC, AP) of `preds` (label, prob_ai) over the group resamples
+    `counts` of group codes `codes`: each resample's rows taken from the table itself and scored by sklearn."""
+    import warnings
+    import numpy as np
+    from sklearn.metrics import accuracy_score, roc_auc_score, average_precision_score
+    labels, probs = preds['label'].to_numpy(), preds['prob_ai'].to_numpy()
+    members = [np.flatnonzero(codes == g) for g in range(counts.shape[1])]
+    reps = []
+    for c in counts:
+        idx = np.concatenate([np.tile(members[g], k) for g, k in enumerate(c) if k])
+        y, p = (labels[idx] == 'ai').astype(int), probs[idx]
+        reps.append([accuracy_score(y, p >= 0.5), roc_auc_score(y, p) if 0 < y.sum() < len(y) else np.nan,
+                     average_precision_score(y, p) if y.sum() else np.nan])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # all-NaN columns (one class in every resample) stay NaN
+        return np.nanpercentile(np.array(reps), [2.5, 97.5], axis=0).T.ravel()

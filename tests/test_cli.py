@@ -10,6 +10,16 @@ def test_help(cmd):
     assert 'usage:' in p.stdout and len(p.stdout.splitlines()) > 5
 
 
+@pytest.mark.parametrize('mod', ['aidetect.cli', 'aidetect.gen.cli'])
+def test_top_level_help_does_not_import_torch(mod):
+    "`aidetect --help` and `aidetect-gen --help` list the commands without importing any of them (or torch)."
+    import subprocess, sys
+    code = (f'import sys\nfrom {mod} import main\ntry: main(["--help"])\nexcept SystemExit: pass\n'
+            'print(sorted(m for m in ("torch", "diffusers", "fastai") if m in sys.modules))')
+    p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip().splitlines()[-1] == '[]', p.stdout + p.stderr
+
+
 def test_no_command_prints_help():
     p = run_cli('aidetect')
     assert p.returncode == 2 and 'COMMAND' in p.stdout

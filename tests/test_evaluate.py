@@ -2,24 +2,46 @@
 import warnings
 import numpy as np, pandas as pd
 import pytest, torch
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import (accuracy_score, precision_score, recall_score, f1_score, roc_auc_score,
-                             average_precision_score)
+                             average_precision_score, roc_curve)
 from aidetect.evaluate import (binary_metrics, metrics_table, probabilistic_f1, confusion_state, confusion_counts,
-                               evaluate, format_table, transfer_matrix, transfer_heatmap)
+                               evaluate, format_table, transfer_matrix, transfer_heatmap, group_resamples, CI_COLUMNS)
 from aidetect.detector import Detector, detector_pipeline
 from aidetect.dataset import read_manifest, write_manifest
 from aidetect.train import train_detector
+from conftest import sklearn_intervals
 
 
-def _sk(y, p, th):
+def _ece(y, p, bins=15):
+    "ECE by hand: sklearn's calibration_curve per bin, weighted by the bin's share of images."
+    share, mean_p = calibration_curve(y, p, n_bins=bins, pos_label=1)
+    size = np.array([((p > lo) | (lo == 0) & (p >= 0)) & (p <= hi) for lo, hi in
+                     zip(np.linspace(0, 1, bins + 1)[:-1], np.linspace(0, 1, bins + 1)[1:])]).sum(1)
+    return float(np.sum(size[size > 0] / len(y) * np.abs(share - mean_p)))
+
+
+def _oracle(y, p):
+    "Best accuracy over every cut, tried one by one with accuracy_score."
+    cuts = np.r_[np.unique(p), np.inf]
+    return max(accuracy_score(y, p >= c) for c in cuts)
+
+
+def _sk(y, p, th, tuned=None):
     yhat = (p >= th).astype(int)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         both = 0 < y.sum() < len(y)
+        fpr, tpr, _ = roc_curve(y, p) if both else (None, None, None)
         return dict(accuracy=accuracy_score(y, yhat), precision=precision_score(y, yhat, zero_division=np.nan),
                     recall=recall_score(y, yhat, zero_division=np.nan), f1=f1_score(y, yhat, zero_division=np.nan),
+                    real_accuracy=recall_score(y, yhat, pos_label=0, zero_division=np.nan),
+                    ai_accuracy=recall_score(y, yhat, pos_label=1, zero_division=np.nan),
                     roc_auc=roc_auc_score(y, p) if both else np.nan,
-                    average_precision=average_precision_score(y, p) if y.sum() else np.nan)
+                    average_precision=average_precision_score(y, p) if y.sum() else np.nan,
+                    tpr_at_5fpr=tpr[fpr <= 0.05].max() if both else np.nan, ece=_ece(y, p),
+                    accuracy_tuned=accuracy_score(y, p >= tuned) if tuned is not None else np.nan,
+                    accuracy_oracle=_oracle(y, p) if both else np.nan)
 
 
 @pytest.mark.parametrize('seed', range(6))
@@ -29,14 +51,32 @@ def test_table_equals_sklearn_on_random_predictions(seed, threshold):
     n = rng.randint(1, 40)
     preds = pd.DataFrame(dict(dataset=rng.choice(['a', 'b', 'c'], n), label=rng.choice(['real', 'ai'], n),
                               prob_ai=rng.rand(n).round(rng.choice([1, 6]))))   # rounding makes ties
-    t = metrics_table(preds, threshold).set_index('dataset')
+    tuned = [None, 0.42][seed % 2]
+    t = metrics_table(preds, threshold, tuned=tuned).set_index('dataset')
     assert list(t.index) == list(dict.fromkeys(preds.dataset)) + (['all'] if preds.dataset.nunique() > 1 else [])
     for d in t.index:
         g = preds if d == 'all' else preds[preds.dataset == d]
         y, p = (g.label == 'ai').astype(int).to_numpy(), g.prob_ai.to_numpy()
-        np.testing.assert_allclose(t.loc[d, list(_sk(y, p, threshold))].to_numpy(dtype=float),
-                                   list(_sk(y, p, threshold).values()), equal_nan=True)
+        sk = _sk(y, p, threshold, tuned)
+        np.testing.assert_allclose(t.loc[d, list(sk)].to_numpy(dtype=float), list(sk.values()), equal_nan=True)
         assert (t.loc[d, 'n'], t.loc[d, 'n_ai']) == (len(g), y.sum())
+        if not np.isnan(t.loc[d, 'accuracy_oracle']):   # the oracle threshold gives the oracle accuracy
+            assert accuracy_score(y, p >= t.loc[d, 'oracle_threshold']) == pytest.approx(t.loc[d, 'accuracy_oracle'])
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_intervals_are_sklearn_on_resampled_source_groups(seed):
+    rng = np.random.RandomState(seed)
+    n_groups = rng.randint(5, 15)
+    sizes = rng.randint(1, 4, n_groups)                  # a photo and 0-2 variations
+    group = np.repeat([f'g{i}' for i in range(n_groups)], sizes)
+    preds = pd.DataFrame(dict(dataset='d', domain='x', group=group, label=rng.choice(['real', 'ai'], len(group)),
+                              prob_ai=rng.rand(len(group)).round(2)))
+    B = 60
+    t = metrics_table(preds, 0.5, bootstrap=B, seed=seed).iloc[0]
+    counts, codes = group_resamples('x:' + preds.group, B, seed)
+    expect = sklearn_intervals(preds, counts, codes)   # resample the rows themselves, then ask sklearn
+    np.testing.assert_allclose(t[list(CI_COLUMNS)].to_numpy(dtype=float), expect, rtol=1e-9, equal_nan=True)
 
 
 def test_probabilistic_f1_by_hand():

@@ -1,4 +1,16 @@
-"""The command line of the generator: `fetch` real photos, make `variations` of them, `import` variations made elsewhere.
+"""The command line of the generator: `fetch` real photos, make `variations` of them (one generator or several), `import` variations made elsewhere, list the `generators`, split a dataset `per-generator`.
+
+`aidetect-gen` (`main`; `accelerate launch -m data_gen ...` runs the same) is the table `COMMANDS`, run by
+`aidetect.script.run_cli`: `fetch` (a registered dataset, `aidetect.gen.fetch`), `variations` (AI counterparts of a
+folder of photos, `cli_variations` here), `import` (variations made elsewhere, `aidetect.gen.importer`),
+`generators` (the zoo's list) and `per-generator` (one dataset per generator), both from `aidetect.gen.zoo`.
+
+`cli_variations` turns its flags into a `VariationJob` and backends: with `--backend sd` the zoo's generators
+(`--generator a,b,...`, default `sd-variations`; `--model tiny` for random weights, offline), with
+`--backend openai` OpenAI's images API. It checks the settings, the photo folder and the dataset's lock before a
+model is loaded, then calls `aidetect.gen.run.run_variations`; under `accelerate launch` every process runs its
+share of the photos on the device accelerate gave it. `EPILOG` holds the worked examples that `aidetect-gen --help`
+prints.
 
 Docs: https://aidetect.github.io/aidetect/gen_cli.html.md"""
 
@@ -10,7 +22,6 @@ import os, sys, time
 from typing import Annotated
 from ..core import AidetectError
 from ..script import Command, run_cli
-from .pipeline import DEFAULT_MODEL, DEFAULT_REVISION, DEFAULT_GUIDANCE
 from .backends import OPENAI_MODEL
 
 # %% auto #0
@@ -19,64 +30,68 @@ __all__ = ['COMMANDS', 'EPILOG', 'cli_variations', 'main']
 # %% ../../nbs/17_gen_cli.ipynb #b1e650dc
 def cli_variations(src: str,   # folder of real images (category sub-folders become the category column)
                    Out: Annotated[str, dict(required=True)] = None,   # dataset folder to create or resume
-                   backend: Annotated[str, dict(choices=['sd', 'openai'])] = 'sd',   # sd: Stable Diffusion image variations (diffusers); openai: OpenAI's images API
-                   model: str = DEFAULT_MODEL,   # Hub id, local pipeline folder, or 'tiny' (random weights, offline; for checking the machinery)
-                   revision: str = DEFAULT_REVISION,   # Hub revision (ignored for folders and presets)
-                   steps: int = 25,   # denoising steps
-                   guidance: float = DEFAULT_GUIDANCE,   # classifier-free guidance scale
-                   scheduler: str = 'dpm++',   # dpm++, ddim, pndm, euler, euler-a, unipc, lms, heun, or a diffusers scheduler class
+                   backend: Annotated[str, dict(choices=['sd', 'openai'])] = 'sd',   # sd: open generators with diffusers (see --generator); openai: OpenAI's images API
+                   generator: str = None,   # generators, comma-separated: sd-variations (default), sd21-unclip, kandinsky22, ... (`aidetect-gen generators` lists them); with --backend openai: the generator column (default: the --openai-model's name)
+                   model: str = None,   # a Hub id or local folder (one generator), or a preset for each generator: tiny (random weights, offline; for checking the machinery), full-random (real architecture, random weights); default: the generators' real checkpoints
+                   revision: str = None,   # Hub revision (default: each generator's, e.g. v2.0 for sd-variations; ignored for folders and presets)
+                   steps: int = None,   # denoising steps (default: each generator's, 25 for the SD family)
+                   guidance: float = None,   # classifier-free guidance scale (default: each generator's, e.g. 3.0 for sd-variations, as its card says)
+                   scheduler: str = None,   # dpm++, ddim, pndm, euler, euler-a, unipc, lms, heun, or a diffusers scheduler class (default: each generator's, dpm++ for the SD family)
+                   strength: float = None,   # img2img and inpaint-recon: share of the schedule that is regenerated, in (0, 1] (default: each pipeline's: 0.8 for sd15-img2img, 0.3 for sdxl-img2img)
+                   noise_level: int = None,   # sd21-unclip: noise added to the image embedding, 0 (none, the default) to 999
                    device: str = None,   # cpu, cuda or cuda:N (default: cuda if available; under accelerate, its device)
-                   dtype: Annotated[str, dict(choices=['fp16', 'bf16', 'fp32'])] = None,   # default: fp16 on CUDA, fp32 on CPU
-                   safety_checker: bool = True,   # run the pipeline's safety checker (--no-safety-checker: load it without)
-                   conditioning: Annotated[str, dict(choices=['card', 'processor'])] = 'card',   # card: the whole image, 224 px bicubic without antialiasing, as the model card says; processor: the pipeline's CLIPImageProcessor (centre crop)
+                   dtype: Annotated[str, dict(choices=['fp16', 'bf16', 'fp32'])] = None,   # default: fp16 on CUDA (bf16 for flux-redux), fp32 on CPU
+                   safety_checker: bool = True,   # run the pipeline's safety checker where it has one (--no-safety-checker: load it without)
+                   conditioning: Annotated[str, dict(choices=['card', 'processor'])] = 'card',   # sd-variations: card: the whole image, 224 px bicubic without antialiasing, as the model card says; processor: the pipeline's CLIPImageProcessor (centre crop)
                    openai_model: str = OPENAI_MODEL,   # OpenAI image model, edited with --prompt. OpenAI removed dall-e-2 (and its variations endpoint) on 2026-05-12: it works only with a --base-url that still serves it; for DALL·E 2 images made before then, use `aidetect-gen import`
                    prompt: str = None,   # the OpenAI backend's edit prompt (default: a fixed one asking for a new photo of the same scene); recorded in the manifest
                    base_url: str = None,   # OpenAI API base URL (default: OPENAI_BASE_URL or the official one)
                    requests_per_minute: float = None,   # rate limit for API requests
                    api_retries: int = 5,   # retries with backoff on 408, 409, 429 and 5xx answers and lost connections
                    n_per_image: int = 1,   # variations per source image
-                   size: int = None,   # long side of generated images in px (default: the model's, 512)
-                   batch_size: int = 4,   # images per pipeline call
-                   seed: int = 0,   # base seed; each image's seed derives from it, its path and variant index
+                   size: int = None,   # long side of generated images in px (default: each generator's native size, 512 for sd-variations and 1024 for OpenAI's models; with several generators, the smallest of theirs)
+                   batch_size: int = 4,   # images per generator call (sd: one pipeline call; openai: requests in flight together)
+                   seed: int = 0,   # base seed; each image's seed derives from it, its path and variant index (not the generator)
                    limit: int = None,   # use only the first N sources (sorted)
                    per_category: int = None,   # use only the first N sources of each category
                    format: Annotated[str, dict(choices=['source', 'jpeg', 'png', 'webp'])] = 'source',   # 'source': each variation in its source's format and JPEG quality
                    size_policy: Annotated[str, dict(choices=['matched', 'source', 'native'])] = 'matched',   # matched: real and AI images of a group the same size, no AI image upsampled; source: AI resized to its source's size; native: each its own size
                    domain: str = None,   # domain column (default: SRC's folder name)
-                   generator: str = None,   # generator column and ai/ sub-folder (default: sd-image-variations, or tiny)
-                   max_retries: int = 3,   # new seeds to try after a safety-checker blackout
+                   max_retries: int = 3,   # retries of an image the safety system flagged (sd: a blacked-out image, retried with a new seed; openai: a moderation refusal, asked again)
                    Quiet: bool = False):   # no progress bar
-    "Make image variations of every image under SRC into the aidetect dataset OUT (resumable: rerun after a crash)."
-    from aidetect.gen.backends import SDBackend, OpenAIBackend, retired_on
+    "Make AI counterparts of every image under SRC, by one or several generators, into the aidetect dataset OUT (resumable: rerun after a crash)."
+    from aidetect.gen.backends import OpenAIBackend, retired_on
     from aidetect.gen.distributor import Distributor
     from aidetect.gen.run import VariationJob, run_variations
     from aidetect.gen.plan import scan_sources
+    from aidetect.gen.zoo import check_settings, generator_names, lazy_generators
     from aidetect.dataset import DatasetLock, read_manifest, read_rejected
     job = VariationJob(src=src, out=Out, n_per_image=n_per_image, size=size, batch_size=batch_size, seed=seed,
                        limit=limit, per_category=per_category, format=format, size_policy=size_policy, domain=domain,
                        max_retries=max_retries)
+    if backend == 'sd':   # an unknown generator or a bad setting is reported before anything is read or written
+        if prompt is not None: raise AidetectError('--prompt is for --backend openai: the open generators of --generator take no prompt')
+        names = generator_names(generator or 'sd-variations')
+        check_settings(len(names), model, revision, steps, strength, noise_level)
     scan_sources(src)   # a missing SRC is reported before a model is loaded
     if int(os.environ.get('RANK', '0')) == 0: DatasetLock(Out).acquire().release()   # so is a dataset being written
     dist = Distributor()
+    say = lambda m: print(f'aidetect-gen{dist.tag}: {m}', file=sys.stderr)
+    if backend == 'sd':
+        b = lazy_generators(names, model, log=say if dist.is_main else None, revision=revision, device=device or dist.device,
+                            dtype=dtype, steps=steps, guidance=guidance, scheduler=scheduler, strength=strength,
+                            noise_level=noise_level, safety_checker=safety_checker, conditioning=conditioning)
     if backend == 'openai':
         b = OpenAIBackend(openai_model, prompt, base_url=base_url, max_retries=api_retries, per_minute=requests_per_minute,
                           generator=generator)
         if size and size > b.max_side: raise AidetectError(f'--size must be at most {b.max_side} for {openai_model}, got {size}')
-    elif prompt is not None: raise AidetectError('--prompt is for --backend openai: SD image variations take no prompt')
-    else:
-        b = SDBackend(model, revision, steps=steps, guidance=guidance, scheduler=scheduler, device=device or dist.device,
-                      dtype=dtype, generator=generator, safety_checker=safety_checker, conditioning=conditioning)
-    if dist.is_main:
-        how = f", {steps} steps, guidance {guidance}, {b.scheduler}" if backend == 'sd' else ''
-        print(f"aidetect-gen: {b.generator} ({b.model}{' @ ' + b.revision if b.revision else ''}) on {b.device}{how}",
-              file=sys.stderr)
-        if model == 'tiny' and backend == 'sd':
-            print('aidetect-gen: the tiny model has random weights: its images are noise, useful only to check the '
-                  'machinery', file=sys.stderr)
-        if backend == 'openai' and (when := retired_on(openai_model)):   # served by a --base-url, or not retired yet
+        if dist.is_main: say(f"{b.generator} ({b.model}) on {b.device}")
+        if dist.is_main and (when := retired_on(openai_model)):   # served by a --base-url, or not retired yet
             gone = when <= time.strftime('%Y-%m-%d')
-            print(f"aidetect-gen: OpenAI {'removed' if gone else 'removes'} {openai_model} from its API on {when}; "
-                  f"--openai-model {OPENAI_MODEL} is current", file=sys.stderr)
+            say(f"OpenAI {'removed' if gone else 'removes'} {openai_model} from its API on {when}; "
+                f"--openai-model {OPENAI_MODEL} is current")
+    elif dist.is_main and model == 'tiny':
+        say('the tiny models have random weights: their images are noise, useful only to check the machinery')
     s = run_variations(job, b, progress=False if Quiet else None, log=lambda m: print(m, file=sys.stderr))
     print(f'aidetect-gen{dist.tag}: {s}', file=sys.stderr)
     if dist.is_main and not s.interrupted:
@@ -94,6 +109,8 @@ COMMANDS = [
     Command('fetch', 'aidetect.gen.fetch:cli_fetch', 'get a registered real-image dataset (Kaggle API, or a downloaded zip)'),
     Command('variations', 'aidetect.gen.cli:cli_variations', 'make image variations of a folder of real photos'),
     Command('import', 'aidetect.gen.importer:cli_import', 'make a dataset from variations made elsewhere (e.g. DALL·E 2 downloads)'),
+    Command('generators', 'aidetect.gen.zoo:cli_generators', 'list the generators variations --generator can use'),
+    Command('per-generator', 'aidetect.gen.zoo:cli_per_generator', 'split a multi-generator dataset into one dataset per generator'),
 ]
 
 EPILOG = """examples:
@@ -101,8 +118,12 @@ EPILOG = """examples:
   aidetect-gen fetch weather --to photos/                               # Kaggle API (or --archive weather.zip)
   aidetect-gen variations photos/weather --out data/weather-sd          # Stable Diffusion v2.0, GPU, fp16
   aidetect-gen variations photos/weather --out data/weather-tiny --model tiny   # offline, random weights
+  aidetect-gen generators                                               # the zoo: checkpoints, licences, conditioning
+  aidetect-gen variations photos/weather --out data/weather-zoo --generator sd-variations,kandinsky22,sd15-img2img,vae-roundtrip
+  aidetect-gen per-generator data/weather-zoo --out data/weather-by-generator   # one dataset per generator
   accelerate launch -m data_gen variations photos/weather --out data/weather-sd # one process per GPU
-  aidetect-gen import dalle-downloads/ --real photos/weather --out data/weather-dalle2 --generator dall-e-2
+  OPENAI_API_KEY=... aidetect-gen variations photos/weather --out data/weather-gpt --backend openai   # gpt-image-2.6-sunburst
+  aidetect-gen import dalle-downloads/ --real photos/weather --out data/weather-dalle2 --generator dall-e-2   # DALL·E 2 (left the API)
 
 Rerun the same command after a crash or Ctrl-C: finished images are verified and skipped."""
 
