@@ -24,6 +24,7 @@ Modules:
 - `aidetect.prepare`: A dataset whose images are shrunk once (shorter side S, antialiased, saved like their source), with a manifest that points back to the original rows: for many experiments on big photos.
 - `aidetect.robustness`: Re-test a detector on recompressed, resized, blurred, noisy, cropped, grayscale and "shared" copies of its test sets, and under white-box FGSM/PGD attacks: one tidy table (dataset × perturbation × level), plots and a report.
 - `aidetect.script`: Both CLIs, `aidetect` and `aidetect-gen`, are sub-commands built from functions' signatures with fastcore: a flag is written once, beside the parameter it sets.
+- `aidetect.sequence`: Train on domain after domain, each detector starting from the last one; evaluate every step on every domain and see transfer grow: one command to train the sequence, one to draw the study's heatmaps.
 - `aidetect.train`: One line from a dataset folder to a trained fastai `Learner`: DataBlock over manifest rows, split by group, `vision_learner`, `lr_find`, `fine_tune`, and a safe export."""
 
 __version__ = "0.1.0"

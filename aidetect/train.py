@@ -8,7 +8,7 @@ Docs: https://aidetect.github.io/aidetect/train.html.md"""
 # %% ../nbs/20_train.ipynb #c9c1ed7f
 from __future__ import annotations
 from .core import AidetectError, check_range, progress_bars   # first: it hides known third-party warnings before fastai is imported
-import contextlib, functools, json, os, subprocess, sys, time, warnings
+import contextlib, functools, json, os, shutil, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
 from urllib.error import URLError
 
@@ -23,6 +23,9 @@ from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColRead
                                PILImage, ConvLayer, Flatten, CrossEntropyLossFlat, accuracy, skm_to_fastai,
                                RocAucBinary, TensorImage, fa_collate)
 from fastai.callback.channelslast import ChannelsLast
+from fastai.callback.data import WeightedDL
+from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+from fastai.optimizer import Adam, SGD, RMSProp, Lamb, ranger
 import torch.nn.functional as F
 from fastai.distributed import DistributedDL
 from fastcore.basics import patch
@@ -34,13 +37,14 @@ from fastcore.meta import delegates
 from typing import Annotated
 
 # %% auto #0
-__all__ = ['AUGMENTATIONS', 'ITEM_COLUMNS', 'DEFAULT_LR', 'THRESHOLD_RULE', 'DetectorImage', 'simple_cnn', 'resolve_arch',
-           'build_model', 'norm_stats', 'WeightsUnavailable', 'load_body_weights', 'CropBottom', 'RandomGaussianBlur',
-           'RandomGrayscale', 'RandomJPEG', 'CropResize', 'item_tfms', 'batch_tfms', 'draft_size', 'OpenImage',
-           'detector_dblock', 'this_process', 'usable_rows', 'balance_weights', 'default_workers',
-           'collate_channels_last', 'detector_dls', 'detector_metrics', 'precision_for', 'detector_learner',
-           'suggest_lr', 'epoch_lines', 'best_cut', 'validation_threshold', 'train_detector', 'training_summary',
-           'norm_of', 'detector_info', 'export_detector', 'cli_train']
+__all__ = ['WATERMARK_EXTRA', 'AUGMENTATIONS', 'ITEM_COLUMNS', 'OPTIMIZERS', 'DEFAULT_LR', 'THRESHOLD_RULE', 'DetectorImage',
+           'simple_cnn', 'resolve_arch', 'build_model', 'norm_stats', 'WeightsUnavailable', 'load_body_weights',
+           'CropBottom', 'RandomGaussianBlur', 'RandomGrayscale', 'RandomJPEG', 'need_watermark', 'RandomWatermark',
+           'decode_watermark', 'CropResize', 'item_tfms', 'batch_tfms', 'draft_size', 'OpenImage', 'detector_dblock',
+           'this_process', 'usable_rows', 'balance_weights', 'BalancedDL', 'default_workers', 'collate_channels_last',
+           'detector_dls', 'detector_metrics', 'precision_for', 'opt_func', 'detector_files', 'load_detector_weights',
+           'detector_learner', 'suggest_lr', 'epoch_lines', 'best_cut', 'validation_threshold', 'best_checkpoint',
+           'train_detector', 'training_summary', 'norm_of', 'detector_info', 'export_detector', 'cli_train']
 
 # %% ../nbs/20_train.ipynb #d2baffc7
 class DetectorImage(PILImage):
@@ -172,6 +176,35 @@ class RandomJPEG(RandTransform):
         b = io.BytesIO(); x.save(b, 'JPEG', quality=random.randint(*self.quality))
         return type(x)(Image.open(b).convert('RGB'))
 
+# %% ../nbs/20_train.ipynb #4729b1b1
+WATERMARK_EXTRA = "pip install 'aidetect[watermark]'"
+
+def need_watermark():
+    "`imwatermark` (the invisible-watermark package), or an error that says how to install it."
+    try: import imwatermark
+    except ImportError as e:
+        raise AidetectError(f"the epstein recipe's invisible-watermark step needs the invisible-watermark package "
+                            f"({e}): {WATERMARK_EXTRA}") from None
+    return imwatermark
+
+class RandomWatermark(RandTransform):
+    "With probability `p`, embed a random `bits`-bit payload with invisible-watermark's `method` (training only)."
+    order, split_idx = 0, 0
+    min_pixels = 256 * 256   # invisible-watermark raises for images with fewer pixels (an area check, not per side)
+    def __init__(self, p: float = 0.2, method: str = 'dwtDct', bits: int = 48):
+        super().__init__(p=p); self.method, self.bits, self.payload = method, bits, None
+    def encodes(self, x: PILImage):
+        if x.width * x.height < self.min_pixels: return x
+        enc = need_watermark().WatermarkEncoder()
+        self.payload = random.getrandbits(self.bits).to_bytes(self.bits // 8, 'big')   # kept: tests decode it
+        enc.set_watermark('bytes', self.payload)
+        bgr = enc.encode(np.ascontiguousarray(np.asarray(x)[:, :, ::-1]), self.method)   # OpenCV's BGR order
+        return type(x)(Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])))
+
+def decode_watermark(im: Image.Image, bits: int = 48, method: str = 'dwtDct') -> bytes:
+    "The `bits`-bit payload invisible-watermark's decoder reads from `im` (arbitrary bytes when there is none)."
+    return need_watermark().WatermarkDecoder('bytes', bits).decode(np.ascontiguousarray(np.asarray(im)[:, :, ::-1]), method)
+
 # %% ../nbs/20_train.ipynb #dbf4ec71
 class CropResize(Resize):
     "fastai's `Resize(size, method='crop')` on uint8 tensors: the crop box resized with PyTorch's antialiased bilinear filter."
@@ -199,7 +232,7 @@ def item_tfms(aug: str = 'fastai', size: int = 224) -> list:
     "Item transforms of recipe `aug` at `size` px: what both training and inference apply to one image."
     _check_aug(aug)
     if aug == 'epstein':
-        return [CropBottom(16), RandomGaussianBlur(p=0.01), RandomGrayscale(p=0.05), RandomCrop(size)]
+        return [RandomWatermark(p=0.2), CropBottom(16), RandomGaussianBlur(p=0.01), RandomGrayscale(p=0.05), RandomCrop(size)]
     if aug == 'cnndetection': return [RandomGaussianBlur(p=0.5), RandomJPEG(p=0.5), CropResize(size)]
     return [CropResize(size)]
 
@@ -280,6 +313,12 @@ def balance_weights(df: pd.DataFrame) -> np.ndarray:
     w = 1.0 / (df['label'].nunique() * n_dom * n_cell)
     return (w / w.sum()).to_numpy()
 
+class BalancedDL(WeightedDL):
+    "fastai's `WeightedDL`, drawing `n` items per epoch (with replacement, by `wgts`) whatever the dataset's size."
+    def get_idxs(self):
+        if self.n == 0 or not self.shuffle: return super().get_idxs()
+        return list(np.random.choice(len(self.dataset), self.n, p=self.wgts))
+
 def default_workers(n_items: int | None = None) -> int:
     "DataLoader workers: one per core this process may use (shared with the other processes of a distributed run)."
     if n_items is not None and n_items < 256: return 0   # below this, starting the workers costs more than they save
@@ -304,22 +343,25 @@ def collate_channels_last(items) -> tuple:
 
 def detector_dls(source, size: int = 224, bs: int = 64, valid_pct: float = 0.2, seed: int = 42, aug: str = 'fastai',
                  arch: str = 'resnet34', balance: bool = False, workers: int | None = None, device=None,
-                 strict: bool = False, verbose: bool = True, split: str = 'random'):
+                 strict: bool = False, verbose: bool = True, split: str = 'random', draws: int | None = None):
     "DataLoaders for dataset folder(s) or a manifest DataFrame `source`, split by group (or officially), unusable files left out."
+    if aug == 'epstein': need_watermark()   # fail before reading any data, not at the first watermarked batch
     df = load_datasets(source)
     if df.empty: raise AidetectError('the dataset has no images; check manifest.csv')
-    tr, va = split_idxs(df, split, valid_pct, seed)   # of the whole manifest: a file that can't be read moves no group
-    if split == 'official': valid_pct = len(va) / len(df)
-    if split == 'official' and not va: raise AidetectError("the official split has no validation images (every row's split is 'train'); use --split random")
-    if valid_pct > 0 and not va: raise AidetectError('too few groups to split off a validation set; add images or use --valid-pct 0')
-    df = df.assign(is_valid=np.isin(np.arange(len(df)), va))
+    if 'is_valid' in df: df['is_valid'] = df['is_valid'].astype(bool)   # a split made by the caller (a sequence's) is kept
+    else:
+        tr, va = split_idxs(df, split, valid_pct, seed)   # of the whole manifest: a file that can't be read moves no group
+        if split == 'official': valid_pct = len(va) / len(df)
+        if split == 'official' and not va: raise AidetectError("the official split has no validation images (every row's split is 'train'); use --split random")
+        if valid_pct > 0 and not va: raise AidetectError('too few groups to split off a validation set; add images or use --valid-pct 0')
+        df = df.assign(is_valid=np.isin(np.arange(len(df)), va))
     df, excluded = usable_rows(df, strict, verbose=verbose)
     if valid_pct > 0 and not df['is_valid'].any(): raise AidetectError('no usable validation images; see the files left out above')
     missing = set(LABELS) - set(df['label'])
     if missing: raise AidetectError(f"a detector needs both classes; no {'/'.join(sorted(missing))} images in the data")
     if verbose: print(count_table(df, by=('dataset', 'domain', 'label')).to_string(), end='\n\n')
     n_train = int((~df['is_valid']).sum())
-    if n_train < bs:   # fastai drops the last partial training batch: with fewer images than bs there'd be none
+    if draws is None and n_train < bs:   # fastai drops the last partial training batch: with fewer images than bs there'd be none
         warnings.warn(f'batch size {bs} is larger than the {n_train} training images; using {n_train}')
         bs = n_train
     if workers is None: workers = default_workers(len(df))
@@ -328,7 +370,13 @@ def detector_dls(source, size: int = 224, bs: int = 64, valid_pct: float = 0.2, 
               create_batch=collate_channels_last)
     dblock = detector_dblock(size, valid_pct, seed, aug, arch)
     items = df[list(ITEM_COLUMNS)]   # the rows the loader indexes per image: few columns, plain strings, cheap to index
-    if balance:   # fastai's weighted DataLoader: the training set is sampled with these weights, valid is untouched
+    if draws is not None:   # `draws` items per epoch, with replacement (balanced or uniformly): an epoch of chosen length
+        dsets = dblock.datasets(items)
+        tr_df = df.iloc[dsets.splits[0]].reset_index(drop=True)
+        wgts = balance_weights(tr_df) if balance else np.full(len(tr_df), 1 / len(tr_df))
+        dls = dsets.dataloaders(dl_type=BalancedDL, dl_kwargs=(dict(wgts=wgts, n=draws), {}),
+                                after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kw)
+    elif balance:   # fastai's weighted DataLoader: the training set is sampled with these weights, valid is untouched
         dsets = dblock.datasets(items)
         wgts = balance_weights(df.iloc[dsets.splits[0]].reset_index(drop=True))
         dls = dsets.weighted_dataloaders(wgts, after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kw)
@@ -358,11 +406,36 @@ def precision_for(mixed_precision: str | None, device) -> str:
     if not cuda: return 'no'
     return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
 
+OPTIMIZERS = dict(adam=Adam, sgd=SGD, rmsprop=RMSProp, lamb=Lamb, ranger=ranger)
+
+def opt_func(name: str = 'adam'):
+    "fastai's optimiser called `name` (one of `OPTIMIZERS`)."
+    if name not in OPTIMIZERS: raise AidetectError(f"unknown optimiser {name!r}; use one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name]
+
+def detector_files(path) -> tuple[Path, Path]:
+    "(.safetensors, .json) of the saved detector `path` (base name, .json or .safetensors), or an error."
+    p = Path(path)
+    base = p.with_suffix('') if p.suffix in ('.json', '.safetensors', '.pkl') else p
+    st, js = base.with_name(base.name + '.safetensors'), base.with_name(base.name + '.json')
+    if not (st.exists() and js.exists()): raise AidetectError(f'{path}: no detector there ({st.name} and {js.name} are needed)')
+    return st, js
+
+def load_detector_weights(learn: Learner, path, arch: str) -> Learner:
+    "Load the weights of the saved detector `path` into `learn`'s model, built for `arch` (it must be the same)."
+    from safetensors.torch import load_file
+    st, js = detector_files(path)
+    was = json.loads(js.read_text()).get('arch')
+    if was != arch: raise AidetectError(f'{path} is a {was} detector; train it on with --arch {was}')
+    learn.model.load_state_dict(load_file(str(st)))
+    return learn
+
 def detector_learner(dls, arch: str = 'resnet34', pretrained: bool = True, weights=None, metrics=None,
                      mixed_precision: str | None = None, channels_last: bool | None = None, compile: bool = False,
-                     **kwargs) -> Learner:
-    "A fastai `vision_learner` for `dls`: `arch` by name, ImageNet weights (downloaded, or the local file `weights`)."
+                     init=None, **kwargs) -> Learner:
+    "A fastai `vision_learner` for `dls`: `arch` by name, ImageNet weights (downloaded, or the local file `weights`), or a saved detector's (`init`)."
     kind, fn = resolve_arch(arch)
+    if init is not None: pretrained, weights = False, None   # the detector's weights replace ImageNet's
     if kind == 'simple_cnn' and (pretrained or weights):
         raise AidetectError('simple_cnn has no pretrained weights: train it with --no-pretrained')
     download = pretrained and weights is None
@@ -377,7 +450,9 @@ def detector_learner(dls, arch: str = 'resnet34', pretrained: bool = True, weigh
     if weights is not None:
         load_body_weights(learn, arch, weights)
         learn.freeze()
+    if init is not None: load_detector_weights(learn, init, arch)
     learn.arch_name, learn.pretrained, learn.weights_file = arch, bool(pretrained or weights), str(weights or '') or None
+    learn.init_file = str(init) if init is not None else None
     cuda = torch.device(dls.device).type == 'cuda'
     learn.precision = precision_for(mixed_precision, dls.device)   # fastai's MixedPrecision callback: autocast (+ scaler)
     if learn.precision != 'no': learn.to_bf16() if learn.precision == 'bf16' else learn.to_fp16()
@@ -478,7 +553,29 @@ def _distributed(learn: Learner, dist: Distributor):
     return learn.distrib_ctx(sync_bn=cuda, cpu=not cuda)
 
 # %% ../nbs/20_train.ipynb #7fb0a500
-def train_detector(source,                     # dataset folder(s), or a manifest DataFrame
+@contextlib.contextmanager
+def best_checkpoint(learn: Learner, patience: int | None, dist: Distributor, verbose: bool = True):
+    "fastai's `SaveModelCallback` (and `EarlyStoppingCallback` with `patience`) on valid_loss, in a folder all processes see."
+    folder = dist.share(tempfile.mkdtemp(prefix='aidetect-best-') if dist.is_main else None)
+    cbs = [SaveModelCallback(monitor='valid_loss', fname='best')]
+    if patience is not None: cbs.append(EarlyStoppingCallback(monitor='valid_loss', patience=patience))
+    old = learn.model_dir
+    learn.model_dir = folder   # an absolute path: `learn.path/folder` is the folder itself
+    try:
+        with learn.added_cbs(cbs), (contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())):
+            yield learn
+    finally:
+        learn.model_dir = old
+        dist.wait()   # every process has loaded the best weights before the folder goes
+        if dist.is_main: shutil.rmtree(folder, ignore_errors=True)
+
+def _best_epoch(learn: Learner) -> int | None:
+    "Index of the recorded validation with the lowest loss (what `SaveModelCallback` restored)."
+    losses = [float(r[1]) for r in learn.recorder.values if len(r) > 1 and r[1] is not None]
+    return int(np.nanargmin(losses)) if losses and not np.isnan(losses).all() else None
+
+# %% ../nbs/20_train.ipynb #805f8bfb
+def train_detector(source,                     # dataset folder(s), or a manifest DataFrame (an `is_valid` column keeps its split)
                    arch: str = 'resnet34',     # torchvision or timm name (timm/NAME to prefer timm), or simple_cnn
                    epochs: int = 3,            # epochs of full training
                    freeze_epochs: int = 1,     # epochs training only the head first (pretrained only)
@@ -492,6 +589,12 @@ def train_detector(source,                     # dataset folder(s), or a manifes
                    seed: int = 42,             # seed of the split and the training
                    aug: str = 'fastai',        # augmentation recipe: none, fastai, epstein or cnndetection
                    balance: bool = False,      # sample batches so each class, and each domain within it, is seen equally often
+                   steps: int | None = None,   # train for this many optimiser steps instead of epochs (balanced batches, constant lr, best checkpoint kept)
+                   eval_every: int = 100,      # with --steps: validate every this many steps
+                   patience: int | None = None,  # stop after this many validations without a lower valid_loss (the best checkpoint is restored)
+                   opt: str = 'adam',          # optimiser: adam, sgd, rmsprop, lamb or ranger (fastai's)
+                   wd: float | None = None,    # weight decay (default: the optimiser's, 0.01 for adam)
+                   init: str | None = None,    # start from this saved detector's weights (base name, .json or .safetensors) instead of ImageNet's
                    lr_find_its: int = 100,     # iterations of the learning-rate finder
                    show_plot: bool = False,    # plot lr_find's curve
                    workers: int | None = None, # image-decoding processes (default: one per core; none for small datasets)
@@ -501,13 +604,24 @@ def train_detector(source,                     # dataset folder(s), or a manifes
                    strict: bool = False,       # refuse to train when a file cannot be read (default: leave it out)
                    verbose: bool = True,       # print counts, the lr and fastai's epoch table
                   ) -> Learner:
-    "Train a real/AI detector on dataset folder(s) `source`: DataLoaders, `vision_learner`, `lr_find`, `fine_tune`."
+    "Train a real/AI detector on dataset folder(s) `source`: DataLoaders, `vision_learner`, `lr_find`, `fine_tune` (or `steps` balanced steps)."
     from fastai.torch_core import set_seed
     check_range('epochs', epochs, 1); check_range('freeze_epochs', freeze_epochs, 0); check_range('size', size, 1)
     check_range('bs', bs, 1); check_range('valid_pct', valid_pct, 0, 1, hi_open=True)
+    if steps is not None:
+        check_range('steps', steps, 1); check_range('eval_every', eval_every, 1)
+        if steps % eval_every:
+            raise AidetectError(f'--steps {steps} is not a multiple of --eval-every {eval_every}; '
+                                f'use e.g. --steps {steps // eval_every * eval_every or eval_every}')
+    if patience is not None: check_range('patience', patience, 1)
     if split not in SPLITS: raise AidetectError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     if lr is not None and lr <= 0: raise AidetectError(f'lr must be positive, got {lr}')
+    if wd is not None: check_range('wd', wd, 0)
+    opt_fn = opt_func(opt)
     if not pretrained and weights: raise AidetectError('--weights and --no-pretrained contradict each other; pick one')
+    if init is not None:
+        if weights: raise AidetectError('--init and --weights contradict each other; pick one')
+        detector_files(init)   # a wrong path fails before any data is read
     dist = this_process()
     if bs < dist.world: raise AidetectError(f'--bs {bs} is smaller than the {dist.world} processes; give each at least one image')
     device = torch.device(device or dist.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
@@ -517,23 +631,40 @@ def train_detector(source,                     # dataset folder(s), or a manifes
     set_seed(seed, reproducible=device.type != 'cuda')
     resolve_arch(arch)   # a wrong name fails before any data is read
     verbose_here = verbose and dist.is_main
-    dls = detector_dls(source, size=size, bs=bs // dist.world, valid_pct=valid_pct, seed=seed, aug=aug, arch=arch,
-                       balance=balance, workers=workers, device=device, strict=strict, verbose=verbose_here, split=split)
-    learn = detector_learner(dls, arch, pretrained, weights, mixed_precision=mixed_precision, compile=compile)
-    pretrained = learn.pretrained
+    if steps is not None: balance = True   # the study's batches: classes, and domains within them, drawn equally
+    local_bs = bs // dist.world
+    dls = detector_dls(source, size=size, bs=local_bs, valid_pct=valid_pct, seed=seed, aug=aug, arch=arch,
+                       balance=balance, workers=workers, device=device, strict=strict, verbose=verbose_here, split=split,
+                       draws=eval_every * local_bs * dist.world if steps is not None else None)
+    if (steps is not None or patience is not None) and not len(dls.valid_ds):
+        raise AidetectError('--steps and --patience judge checkpoints on validation images; give a --valid-pct above 0')
+    learn = detector_learner(dls, arch, pretrained, weights, mixed_precision=mixed_precision, compile=compile,
+                             init=init, opt_func=opt_fn, **({} if wd is None else dict(wd=wd)))
+    trained_body = learn.pretrained or init is not None   # worth freezing while the new head settles (epoch mode)
     t0 = time.time()
     if lr is None:
         lr = _lr_of_first_process(learn, dist, lr_find_its, show_plot)
         if verbose_here: print(f'lr_find suggests {lr:.2e}')
     bars = contextlib.nullcontext() if progress_bars(stream=sys.stdout) else epoch_lines(learn)   # fastprogress draws on stdout
+    best = best_checkpoint(learn, patience, dist, verbose_here) if steps is not None or patience is not None \
+        else contextlib.nullcontext()
     with (bars if verbose_here else learn.no_bar()), (contextlib.nullcontext() if verbose_here else learn.no_logging()), \
          _distributed(learn, dist):
-        if pretrained: learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs)
-        else: learn.fit_one_cycle(epochs + freeze_epochs, lr)
+        with best:   # the best checkpoint is restored at the end of the fit, before the threshold is tuned on it
+            if steps is not None: learn.unfreeze(); learn.fit(steps // eval_every, lr)
+            elif trained_body: learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs)
+            else: learn.fit_one_cycle(epochs + freeze_epochs, lr)
         # every process predicts its share of the validation set and fastai gathers them (one process alone would wait)
         learn.threshold_info = validation_threshold(learn)
     learn.lr_used, learn.train_seconds, learn.processes = lr, time.time() - t0, dist.world
-    learn.images_seen = len(dls.train_ds) * (epochs + freeze_epochs)
+    learn.best_epoch = _best_epoch(learn) if steps is not None or patience is not None else None
+    learn.schedule = dict(steps=steps, eval_every=eval_every if steps is not None else None, patience=patience, opt=opt,
+                          wd=wd, epochs_run=len(learn.recorder.values), best_epoch=learn.best_epoch)
+    if steps is not None:
+        learn.schedule['steps_run'] = len(learn.recorder.values) * eval_every
+        learn.images_seen = learn.schedule['steps_run'] * bs
+    else: learn.images_seen = len(dls.train_ds) * (epochs + freeze_epochs if patience is None else
+                                                   len(learn.recorder.values) + freeze_epochs * trained_body)
     return learn
 
 def training_summary(learn: Learner) -> str:
@@ -546,7 +677,8 @@ def training_summary(learn: Learner) -> str:
             col = vals[:, j]
             if np.isnan(col).all(): continue
             i = int(np.nanargmin(col) if n == 'valid_loss' else np.nanargmax(col))
-            parts.append(f"{n.replace('_score', '')} {col[i]:.3f} (epoch {i})")
+            every = (getattr(learn, 'schedule', None) or {}).get('eval_every')
+            parts.append(f"{n.replace('_score', '')} {col[i]:.3f} ({f'step {(i + 1) * every}' if every else f'epoch {i}'})")
     secs = getattr(learn, 'train_seconds', 0) or 0
     ips = getattr(learn, 'images_seen', 0) / secs if secs else 0
     return f"best: {', '.join(parts)}; {secs:.0f}s, {ips:.1f} images/s (lr {getattr(learn, 'lr_used', float('nan')):.2e})"
@@ -572,7 +704,10 @@ def detector_info(learn: Learner) -> dict:
     "The metadata `export_detector` writes to NAME.json."
     dls = learn.dls
     names = ['valid_loss'] + [m.name for m in learn.metrics]
-    vals = learn.recorder.values[-1][1:] if learn.recorder.values else []
+    best = getattr(learn, 'best_epoch', None)   # the checkpoint `SaveModelCallback` restored, else the last epoch
+    vals = learn.recorder.values[-1 if best is None else best][1:] if learn.recorder.values else []
+    num = lambda v: None if v is None or not np.isfinite(float(v)) else float(v)
+    history = [dict(zip(['train_loss'] + names, map(num, r))) for r in learn.recorder.values]
     roots = dls.manifest.attrs.get('roots', [])
     mean, std = norm_of(dls)
     return dict(format='aidetect-detector/1', arch=learn.arch_name, pretrained=bool(learn.pretrained),
@@ -587,12 +722,13 @@ def detector_info(learn: Learner) -> dict:
                 split=getattr(dls, 'split', 'random'),
                 train_groups=list(dls.train_groups), valid_groups=list(dls.valid_groups),
                 lr=getattr(learn, 'lr_used', None), train_seconds=getattr(learn, 'train_seconds', None),
-                metrics={n: (None if v is None or not np.isfinite(float(v)) else float(v)) for n, v in zip(names, vals)},
+                metrics={n: num(v) for n, v in zip(names, vals)}, history=history,
+                schedule=getattr(learn, 'schedule', None), init=getattr(learn, 'init_file', None),
                 **(getattr(learn, 'threshold_info', None) or validation_threshold(learn)),   # the cut evaluation reports beside 0.5
                 versions=_versions(), git_commit=_git_commit(), created=time.strftime('%Y-%m-%dT%H:%M:%S'))
 
-def export_detector(learn: Learner, out) -> dict:
-    "Write `out`.pkl (fastai export), `out`.safetensors (weights) and `out`.json (metadata); returns the three paths."
+def export_detector(learn: Learner, out, pickle: bool = True) -> dict:
+    "Write `out`.pkl (fastai export; not with `pickle=False`), `out`.safetensors (weights) and `out`.json (metadata); returns the paths."
     from safetensors.torch import save_file
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -600,13 +736,15 @@ def export_detector(learn: Learner, out) -> dict:
     base = out.parent/stem
     info = detector_info(learn)
     old = learn.path
-    learn.path = base.parent
-    try: learn.export(base.name + '.pkl')
-    finally: learn.path = old
+    if pickle:
+        learn.path = base.parent
+        try: learn.export(base.name + '.pkl')
+        finally: learn.path = old
     sd = {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}
     save_file(sd, str(base) + '.safetensors', metadata={'format': 'aidetect-detector/1', 'arch': info['arch']})
     Path(str(base) + '.json').write_text(json.dumps(info, indent=1))
-    return dict(pkl=Path(str(base) + '.pkl'), safetensors=Path(str(base) + '.safetensors'), json=Path(str(base) + '.json'))
+    safe = dict(safetensors=Path(str(base) + '.safetensors'), json=Path(str(base) + '.json'))
+    return dict(pkl=Path(str(base) + '.pkl'), **safe) if pickle else safe
 
 # %% ../nbs/20_train.ipynb #1a7ee839
 @delegates(train_detector, but=['source', 'lr_find_its', 'show_plot', 'verbose'])
