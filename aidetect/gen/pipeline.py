@@ -21,13 +21,14 @@ Docs: https://aidetect.github.io/aidetect/gen_pipeline.html.md"""
 # %% ../../nbs/10_gen_pipeline.ipynb #df0e1217
 from __future__ import annotations
 import shutil, tempfile
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from ..core import AidetectError, cache_dir
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'DEFAULT_REVISION', 'DEFAULT_GUIDANCE', 'PRESET_VERSION', 'PRESETS', 'SCHEDULERS',
            'build_random_pipeline', 'preset_dir', 'resolve_device', 'resolve_dtype', 'set_scheduler',
-           'ModelUnavailable', 'load_pipeline']
+           'ModelUnavailable', 'no_loading_bars', 'load_pipeline']
 
 # %% ../../nbs/10_gen_pipeline.ipynb #7ae300cf
 DEFAULT_MODEL = 'lambdalabs/sd-image-variations-diffusers'
@@ -159,6 +160,19 @@ def _unavailable(model: str, revision: str | None, err: Exception) -> ModelUnava
         f"  To check the machinery offline, use --model tiny (random weights: the images are noise).")
 
 # %% ../../nbs/10_gen_pipeline.ipynb #b771687d
+@contextmanager
+def no_loading_bars():
+    "diffusers' and transformers' loading bars off inside the block, as they were after it."
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+    was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar(); tlog.disable_progress_bar()
+    try: yield
+    finally:
+        if was[0]: dlog.enable_progress_bar()
+        if was[1]: tlog.enable_progress_bar()
+
+# %% ../../nbs/10_gen_pipeline.ipynb #04c86a6f
 def load_pipeline(model: str = DEFAULT_MODEL, revision: str | None = DEFAULT_REVISION, device: str | None = None,
                   dtype: str | None = None, scheduler: str | None = 'dpm++', safety_checker: bool = True):
     "Load an image-variation pipeline from a preset name, a local folder or a Hub id, ready on `device`."
@@ -174,7 +188,9 @@ def load_pipeline(model: str = DEFAULT_MODEL, revision: str | None = DEFAULT_REV
             raise ModelUnavailable(f"{src} is not a diffusers pipeline folder (no model_index.json). Pass the "
                                    f"folder that `hf download {DEFAULT_MODEL} --local-dir DIR` made.")
     else: src, rev = model, revision
-    try: pipe = StableDiffusionImageVariationPipeline.from_pretrained(src, revision=rev, **kw)
+    try:
+        with no_loading_bars() if model in PRESETS else nullcontext():
+            pipe = StableDiffusionImageVariationPipeline.from_pretrained(src, revision=rev, **kw)
     except (OSError, ValueError) as e:
         if isinstance(src, Path): raise ModelUnavailable(f"could not load the pipeline in {src}: {e}") from e
         raise _unavailable(model, revision, e) from e
