@@ -3,7 +3,7 @@
 Modules:
 
 - `aidetect.app`: `aidetect app`: a Gradio app that answers P(AI), shows where the detector looked (Grad-CAM) and which model answered, for one or several safely loaded detectors.
-- `aidetect.audit`: Could a model that never looks at pixels tell real from AI in a dataset? File format, size, JPEG settings and metadata, per class, and a metadata-only classifier with a bootstrap interval.
+- `aidetect.audit`: Could a model that never looks at generation tell real from AI in a dataset? File properties and pixel statistics per class, a per-pair encoder check, and group-fold classifiers with bootstrap intervals.
 - `aidetect.cli`: The command line: `aidetect audit`, `train`, `eval`, `robustness`, `predict`, `explain`, `app`, `prepare` and `demo`.
 - `aidetect.core`: Errors, argument checks, files and folders: the small helpers every other part of aidetect uses.
 - `aidetect.dataset`: One home for what a dataset is: its layout, its `manifest.csv` and `rejected.csv`, writing them durably, verifying, merging per-process parts, and loading several datasets for training.
@@ -21,6 +21,7 @@ Modules:
 - `aidetect.gen.run`: Plan, read ahead, generate batch by batch with safety retries, write: resumable after any crash, shardable across processes.
 - `aidetect.gen.zoo`: Open image-conditioned generators, each fed the way its card or pipeline says: matched counterparts of the same photos from many models.
 - `aidetect.images`: Open anything a photo folder can hold as RGB, or say exactly why not; save a variation the way its source was saved.
+- `aidetect.pixels`: Cheap, documented per-image statistics of the pixels that a processing pipeline leaves behind: the noise residual's spectrum, resampling periodicity, JPEG quantisation and double compression, the 8×8 block grid and sharpness.
 - `aidetect.prepare`: A dataset whose images are shrunk once (shorter side S, antialiased, saved like their source), with a manifest that points back to the original rows: for many experiments on big photos.
 - `aidetect.robustness`: Re-test a detector on recompressed, resized, blurred, noisy, cropped, grayscale and "shared" copies of its test sets, and under white-box FGSM/PGD attacks: one tidy table (dataset × perturbation × level), plots and a report.
 - `aidetect.script`: Both CLIs, `aidetect` and `aidetect-gen`, are sub-commands built from functions' signatures with fastcore: a flag is written once, beside the parameter it sets.
