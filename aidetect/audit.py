@@ -60,7 +60,7 @@ def file_metadata(path) -> dict:
                 height=h, aspect=w / h, exif=exif, icc=icc, tables=tables, width_mod=w % mw, height_mod=h % mh,
                 bytes_per_pixel=os.path.getsize(path) / (w * h))
 
-# %% ../nbs/04_audit.ipynb #defd7ed5
+# %% ../nbs/04_audit.ipynb #a9579ee2
 _META = (*FEATURES, 'tables', 'width_mod', 'height_mod', 'bytes_per_pixel')
 
 def dataset_metadata(source, workers: int | None = None) -> pd.DataFrame:
@@ -71,8 +71,7 @@ def dataset_metadata(source, workers: int | None = None) -> pd.DataFrame:
         try: return file_metadata(f)
         except Exception as e: return dict(unreadable=unreadable_reason(e))
     with ThreadPoolExecutor(workers or min(16, os.cpu_count() or 1)) as ex: rows = list(ex.map(meta, df['file']))
-    m = pd.DataFrame(rows, index=df.index, columns=[*_META, 'unreadable'])
-    m['unreadable'] = m['unreadable'].fillna('')
+    m = pd.DataFrame(rows, index=df.index, columns=_META).assign(unreadable=[r.get('unreadable', '') for r in rows])
     return pd.concat([df[['dataset', 'path', 'label', 'group', 'domain', 'generator', 'file']], m], axis=1)
 
 # %% ../nbs/04_audit.ipynb #6e0a4564
@@ -92,7 +91,7 @@ def encoder_mismatches(meta: pd.DataFrame, columns=ENCODER) -> pd.DataFrame:
     p = p[p['differs'] != ''].rename(columns={'path': 'ai', 'path_real': 'real'})
     return p[['dataset', 'group', 'generator', 'real', 'ai', 'differs']].reset_index(drop=True)
 
-# %% ../nbs/04_audit.ipynb #5c2c8a93
+# %% ../nbs/04_audit.ipynb #5a5a3522
 _CATEGORICAL = ('format', 'subsampling')
 
 def _design(meta: pd.DataFrame, features=FEATURES) -> np.ndarray:
@@ -104,15 +103,15 @@ def _design(meta: pd.DataFrame, features=FEATURES) -> np.ndarray:
         else: cols.append(v.astype(float).fillna(-1).to_frame(f))
     return pd.concat(cols, axis=1).to_numpy()
 
-def oof_scores(meta: pd.DataFrame, features=FEATURES, n_splits: int = 5, seed: int = 0) -> np.ndarray:
-    "Out-of-fold P(AI) (centred per fold) of a random forest on `features` of `meta`, folds by source group."
+def oof_scores(meta: pd.DataFrame, features=FEATURES, n_splits: int = 5, seed: int = 0, trees: int = 100) -> np.ndarray:
+    "Out-of-fold P(AI) (centred per fold) of a random forest of `trees` trees on `features` of `meta`, folds by source group."
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.model_selection import GroupKFold
     y, groups = (meta['label'] == POSITIVE).to_numpy(int), group_keys(meta).to_numpy()
     X, out = _design(meta, features), np.zeros(len(meta))
     for tr, te in GroupKFold(n_splits=min(n_splits, len(set(groups)))).split(X, y, groups):
         if len(set(y[tr])) < 2: out[te] = 0.0; continue
-        clf = RandomForestClassifier(n_estimators=100, max_depth=6, min_samples_leaf=2, random_state=seed, n_jobs=1)
+        clf = RandomForestClassifier(n_estimators=trees, max_depth=6, min_samples_leaf=2, random_state=seed, n_jobs=1)
         clf.fit(X[tr], y[tr])
         out[te] = clf.predict_proba(X[te])[:, 1] - y[tr].mean()
     return out
@@ -131,7 +130,7 @@ def group_bootstrap_auc(y, scores, groups, n: int = 1000, seed: int = 0) -> tupl
         if len(set(y[idx])) == 2: aucs.append(roc_auc_score(y[idx], scores[idx]))
     return (float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))) if aucs else (float('nan'), float('nan'))
 
-# %% ../nbs/04_audit.ipynb #75078124
+# %% ../nbs/04_audit.ipynb #fd30ba60
 _KINDS = {'metadata': 'metadata', 'pixels': 'pixel statistics'}
 CHANCE = 0.1   # |AUC - 0.5| up to this reads as chance; beyond it, as a signal in either direction
 
@@ -158,7 +157,7 @@ def _audit_rows(meta: pd.DataFrame, features, kind: str, bootstrap: int, seed: i
     s = oof_scores(meta, features, seed=seed)
     auc = roc_auc_score(y, s)
     lo, hi = group_bootstrap_auc(y, s, groups, bootstrap, seed)
-    single = {f: roc_auc_score(y, oof_scores(meta, (f,), seed=seed)) for f in features}
+    single = {f: roc_auc_score(y, oof_scores(meta, (f,), seed=seed, trees=25)) for f in features}   # one feature needs few trees
     best = max(single, key=lambda f: abs(single[f] - 0.5))
     return dict(row, auc=auc, auc_low=lo, auc_high=hi, best_feature=best, best_feature_auc=single[best],
                 verdict=verdict(auc, lo, hi, best, single[best], kind))
@@ -251,17 +250,19 @@ def pair_lines(self: AuditResult, most: int = 10) -> list:
     out += [f'- {r.dataset}: `{r.group}` ({r.generator}): {r.differs}' for r in self.pairs.head(most).itertuples()]
     return out + ([f'- … and {len(self.pairs) - most} more'] if len(self.pairs) > most else [])
 
-# %% ../nbs/04_audit.ipynb #20f79bb2
+# %% ../nbs/04_audit.ipynb #35e8af04
 @patch
 def save(self: AuditResult, out) -> dict:
-    "Write audit.csv, audit_metadata.csv, audit_pairs.csv, audit_unreadable.csv, the plots and audit.md into folder `out`."
+    "Write audit.csv, audit_metadata.csv, the plots and audit.md into folder `out`, and audit_pairs.csv and audit_unreadable.csv when they list anything."
     import matplotlib.pyplot as plt
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     files = dict(table=out/'audit.csv', metadata=out/'audit_metadata.csv', pairs=out/'audit_pairs.csv',
                  unreadable=out/'audit_unreadable.csv', report=out/'audit.md', plots=[])
     self.table.to_csv(files['table'], index=False, float_format='%.4f')
     self.meta.drop(columns='file').to_csv(files['metadata'], index=False, float_format='%.6g')
-    self.pairs.to_csv(files['pairs'], index=False); self.unreadable.to_csv(files['unreadable'], index=False)
+    for k in ('pairs', 'unreadable'):
+        if len(getattr(self, k)): getattr(self, k).to_csv(files[k], index=False)
+        else: files.pop(k)
     ok = self.meta[self.meta['unreadable'] == '']
     for d in dict.fromkeys(self.meta['dataset']):
         figs = [('audit', lambda: self.plot(d))]
