@@ -116,10 +116,16 @@ def oof_scores(meta: pd.DataFrame, features=FEATURES, n_splits: int = 5, seed: i
         out[te] = clf.predict_proba(X[te])[:, 1] - y[tr].mean()
     return out
 
-# %% ../nbs/04_audit.ipynb #0aa37aab
+# %% ../nbs/04_audit.ipynb #56d34ddd
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    "ROC AUC of scores `s` for 0/1 labels `y` by the rank-sum (Mann–Whitney) formula, ties averaged: sklearn's value, without its checks."
+    from scipy.stats import rankdata
+    pos = y == 1
+    n1, n0 = pos.sum(), len(y) - pos.sum()
+    return float((rankdata(s)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
 def group_bootstrap_auc(y, scores, groups, n: int = 1000, seed: int = 0) -> tuple:
     "(low, high) of the 95 % bootstrap interval of the ROC AUC, resampling whole `groups`; (nan, nan) when `n` is 0."
-    from sklearn.metrics import roc_auc_score
     y, scores, groups = np.asarray(y), np.asarray(scores), np.asarray(groups)
     if n == 0: return float('nan'), float('nan')
     ids, inv = np.unique(groups, return_inverse=True)
@@ -127,10 +133,10 @@ def group_bootstrap_auc(y, scores, groups, n: int = 1000, seed: int = 0) -> tupl
     rng, aucs = np.random.default_rng(seed), []
     for _ in range(n):
         idx = np.concatenate([members[i] for i in rng.integers(0, len(ids), len(ids))])
-        if len(set(y[idx])) == 2: aucs.append(roc_auc_score(y[idx], scores[idx]))
+        if len(set(y[idx])) == 2: aucs.append(_auc(y[idx], scores[idx]))
     return (float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))) if aucs else (float('nan'), float('nan'))
 
-# %% ../nbs/04_audit.ipynb #fd30ba60
+# %% ../nbs/04_audit.ipynb #5234d77d
 _KINDS = {'metadata': 'metadata', 'pixels': 'pixel statistics'}
 CHANCE = 0.1   # |AUC - 0.5| up to this reads as chance; beyond it, as a signal in either direction
 
@@ -157,7 +163,7 @@ def _audit_rows(meta: pd.DataFrame, features, kind: str, bootstrap: int, seed: i
     s = oof_scores(meta, features, seed=seed)
     auc = roc_auc_score(y, s)
     lo, hi = group_bootstrap_auc(y, s, groups, bootstrap, seed)
-    single = {f: roc_auc_score(y, oof_scores(meta, (f,), seed=seed, trees=25)) for f in features}   # one feature needs few trees
+    single = {f: roc_auc_score(y, oof_scores(meta, (f,), seed=seed, trees=10)) for f in features}   # one feature needs few trees
     best = max(single, key=lambda f: abs(single[f] - 0.5))
     return dict(row, auc=auc, auc_low=lo, auc_high=hi, best_feature=best, best_feature_auc=single[best],
                 verdict=verdict(auc, lo, hi, best, single[best], kind))
