@@ -4,7 +4,7 @@ Modules:
 
 - `aidetect.all`: `from aidetect.all import *`: the one-line entrance to the library, as `from fastai.vision.all import *` is to fastai's.
 - `aidetect.app`: `aidetect app`: a Gradio app that answers P(AI), shows where the detector looked (Grad-CAM) and which model answered, for one or several safely loaded detectors.
-- `aidetect.audit`: Could a model that never looks at pixels tell real from AI in a dataset? File format, size, JPEG settings and metadata, per class, and a metadata-only classifier with a bootstrap interval.
+- `aidetect.audit`: Could a model that never looks at generation tell real from AI in a dataset? File properties and pixel statistics per class, a per-pair encoder check, and group-fold classifiers with bootstrap intervals.
 - `aidetect.augment`: The training recipes' random steps (blur, grayscale, JPEG, invisible watermark) and what each recipe applies to an image in training.
 - `aidetect.cli`: The command line: `aidetect audit`, `train`, `eval`, `robustness`, `predict`, `explain`, `app`, `prepare` and `demo`.
 - `aidetect.core`: Errors, argument checks, files and folders: the small helpers every other part of aidetect uses.
@@ -23,6 +23,7 @@ Modules:
 - `aidetect.images`: Open anything a photo folder can hold as RGB, or say exactly why not; save a variation the way its source was saved.
 - `aidetect.metrics`: How good is a P(AI): sklearn's metrics with AI as the positive class, calibration, intervals by source group, and the threshold a model picks on its validation split.
 - `aidetect.model`: What a detector is at inference: its architecture by name, the transform that turns one image into its input, and the normalisation.
+- `aidetect.pixels`: Cheap, documented per-image statistics of the pixels that a processing pipeline leaves behind: the noise residual's spectrum, resampling periodicity, JPEG quantisation and double compression, the 8×8 block grid and sharpness.
 - `aidetect.prepare`: A dataset whose images are shrunk once (shorter side S, antialiased, saved like their source), with a manifest that points back to the original rows: for many experiments on big photos.
 - `aidetect.process`: Which process this is among those `accelerate launch` starts (one per GPU), and its share of the work.
 - `aidetect.robustness`: Re-test a detector on recompressed, resized, blurred, noisy, cropped, grayscale and "shared" copies of its test sets, and under white-box FGSM/PGD attacks: one tidy table (dataset × perturbation × level), plots and a report.
