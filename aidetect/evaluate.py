@@ -224,9 +224,9 @@ class EvalResult(DetectorResult):
         "An interactive confusion matrix for notebooks: pick a test dataset, slide the threshold, see mistakes."
         return confusion_widget(self)
 
-    def save(self, out, audit: bool = True) -> dict:
+    def save(self, out, audit: bool = True, pixels: bool = False) -> dict:
         "Write metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png, report.md (and the test sets' audit) to `out`."
-        return write_report(self, out, audit)
+        return write_report(self, out, audit, pixels)
 
 
 # %% ../nbs/22_evaluate.ipynb #783edb87
@@ -345,8 +345,8 @@ def threshold_lines(threshold: float, info: dict, bootstrap: int, seed: int) -> 
              f"its variations together), seed {seed}. With few groups they are rough, and a skewed metric (AP near its "
              "floor) can even sit just outside its own interval." if bootstrap else 'No intervals (bootstrap 0).')]
 
-def write_report(res: EvalResult, out, audit: bool = True) -> dict:
-    "Write `res` to folder `out`: metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png, report.md; with `audit`, the test sets' shortcut audit too."
+def write_report(res: EvalResult, out, audit: bool = True, pixels: bool = False) -> dict:
+    "Write `res` to folder `out`: metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png, report.md; with `audit`, the test sets' shortcut audit too (`pixels`: with the pixel audit)."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     files = dict(metrics=out/'metrics.csv', predictions=out/'predictions.csv', unreadable=out/'unreadable.csv',
                  reliability=out/'reliability.png', report=out/'report.md')
@@ -370,10 +370,10 @@ def write_report(res: EvalResult, out, audit: bool = True) -> dict:
               '`domain` and `group` for the resampling).', '']
     lines += [f'![{p.stem}]({p.name})' for p in pngs] + ['', f"![reliability]({files['reliability'].name})"]
     if audit:   # a score is only as good as the test set: could its file metadata alone tell the classes apart?
-        a = shortcut_audit({n: m['path'] for n, m in res.manifests.items()}, bootstrap=res.bootstrap, seed=res.seed)
+        a = shortcut_audit({n: m['path'] for n, m in res.manifests.items()}, bootstrap=res.bootstrap, seed=res.seed, pixels=pixels)
         files['audit'] = a.save(out)['report']
-        lines += ['', '## Shortcut audit of the test sets', '', 'If file metadata alone separate real from AI in a test '
-                  'set, a score above may partly measure that shortcut rather than generation.', '', *a.markdown(), '',
+        lines += ['', '## Shortcut audit of the test sets', '', 'If file metadata alone (or, with the pixel audit, simple pixel '
+                  'statistics) separate real from AI in a test set, a score above may partly measure that shortcut rather than generation.', '', *a.markdown(), '',
                   f"Plots per property and class: [{files['audit'].name}]({files['audit'].name})."]
     files['report'].write_text('\n'.join(lines) + '\n')
     files['confusion'] = pngs
@@ -439,7 +439,8 @@ def cli_eval(model: str,   # model path (base name, .json or .safetensors; .pkl 
              bootstrap: int = 1000,   # resamples of source groups for the 95 % intervals of accuracy, AUC and AP (0: off)
              bs: int = 64,   # batch size
              allow_pickle: bool = False,   # allow loading a fastai .pkl (runs code from the file)
-             device: str = None):   # cpu or cuda (default: cuda if available)
+             device: str = None,   # cpu or cuda (default: cuda if available)
+             audit_pixels: bool = False):   # with --report: the test sets' pixel audit too (residual spectra, resampling, JPEG traces)
     "Evaluate a detector on each test dataset: accuracy (all, real, AI; at 0.5, tuned, oracle), AUC, AP, TPR@5%FPR, ECE, intervals."
     check_range('threshold', threshold, 0, 1); check_range('bs', bs, 1); check_range('bootstrap', bootstrap, 0)
     sets = named_test_sets(model, datasets, names, allow_pickle)
@@ -448,5 +449,5 @@ def cli_eval(model: str,   # model path (base name, .json or .safetensors; .pkl 
     print(format_table(res.table))
     if len(res.unreadable): print(f'{len(res.unreadable)} unreadable image(s): first is {res.unreadable.iloc[0].to_dict()}')
     if report:
-        files = res.save(report)
+        files = res.save(report, pixels=audit_pixels)
         print(f"report: {files['report']} (+ metrics.csv, predictions.csv, {len(files['confusion'])} confusion matrices, reliability.png, audit.md)")

@@ -29,7 +29,7 @@ from .images import BadImage, open_image
 from .dataset import LABELS, SPLITS, load_datasets, group_keys, group_split_idxs, split_idxs, count_table, manifest_hash, preflight
 from .process import Distributor, this_process, default_workers
 from .model import (resolve_arch, norm_of, norm_stats, draft_size, precision_for, AUGMENTATIONS, WeightsUnavailable,
-                            load_body_weights, weights_unavailable)
+                            load_body_weights, weights_unavailable, check_aug, min_size)
 from .augment import item_tfms, batch_tfms, need_watermark
 from .metrics import best_cut, THRESHOLD_RULE
 from .detector import model_files, save_detector
@@ -181,8 +181,8 @@ def detector_dls(source, size: int = 224, arch: str = 'resnet34', seed: int = 42
         wgts = balance_weights(df.iloc[dsets.splits[0]].reset_index(drop=True))
         dls = dsets.weighted_dataloaders(wgts, after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kw)
     else: dls = dblock.dataloaders(items, **kw)
-    dls.manifest, dls.excluded, dls.size, dls.seed = df, excluded, size, seed
-    dls.valid_pct, dls.aug, dls.balance, dls.split = valid_pct, aug, balance, split
+    # what the loader holds (the settings themselves are the run's: `TrainRun.settings`)
+    dls.manifest, dls.excluded, dls.size, dls.valid_pct = df, excluded, size, valid_pct
     keys = group_keys(df)
     dls.train_groups, dls.valid_groups = sorted(set(keys[~df['is_valid']])), sorted(set(keys[df['is_valid']]))
     return dls
@@ -444,7 +444,9 @@ def check_training(settings: dict) -> dict:
         model_files(s['init'])   # a wrong path fails before any data is read
     if s['bs'] < this_process().world:
         raise AidetectError(f"--bs {s['bs']} is smaller than the {this_process().world} processes; give each at least one image")
-    resolve_arch(s['arch'])
+    resolve_arch(s['arch']); check_aug(s['aug'])
+    if s['size'] < min_size(s['arch']):
+        raise AidetectError(f"--size {s['size']} is too small for {s['arch']}: it takes at least {min_size(s['arch'])} px")
     return settings
 
 def _accepts(fn, kwargs: dict) -> dict:
