@@ -47,7 +47,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 # Modules in the order they build on each other: a module imports only modules before it (no cycles, nothing upward).
-LAYERS = ['core', 'script', 'images', 'dataset', 'audit',
+LAYERS = ['core', 'script', 'decode', 'images', 'dataset', 'audit',
           'gen.pipeline', 'gen.backends', 'gen.plan', 'gen.distributor', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.zoo', 'gen.cli',
           'train', 'detector', 'evaluate', 'robustness', 'sequence', 'explain', 'app', 'prepare', 'demo', 'cli', '__main__']
 
