@@ -21,7 +21,7 @@ from .core import AidetectError
 
 # %% auto #0
 __all__ = ['TURBO_COLORSPACES', 'draft_scale', 'turbo_decode', 'cuda_device', 'jpeg_orientation', 'orient', 'crop_box',
-           'crop_resize', 'decode_batch']
+           'crop_resize', 'gpu_decodable', 'decode_batch']
 
 # %% ../nbs/02a_decode.ipynb #d0000007
 def draft_scale(width: int, height: int, draft: tuple) -> int:
@@ -87,16 +87,38 @@ def crop_resize(x: torch.Tensor, size: tuple, pcts=(0.5, 0.5)) -> torch.Tensor:
     return out[0].round_().clamp_(0, 255).to(torch.uint8)
 
 # %% ../nbs/02a_decode.ipynb #d0000021
-def decode_batch(datas: list,           # JPEG files' bytes (baseline or progressive, YCbCr or grey)
-                 size: int | tuple,     # output px: an int, or (width, height)
-                 device='cuda',         # where to decode: 'cuda' (nvJPEG), or 'cpu' (libjpeg-turbo, for tests)
-                 pcts: list | None = None,  # per image, the crop's (x, y) position in 0-1; None: centred
-                ) -> torch.Tensor:
-    "uint8 N×3×H×W batch of JPEG `datas` decoded on `device` by torchvision, EXIF-upright, crop-resized on the device."
+def gpu_decodable(data: bytes) -> bool:
+    "Can `decode_batch` take `data` as bytes: a JPEG in YCbCr or grey? (Else decode it on the CPU with `open_image`.)"
+    try: return data[:2] == b'\xff\xd8' and simplejpeg.decode_jpeg_header(data)[2] in ('YCbCr', 'Gray')
+    except ValueError: return False
+
+def _decode_jpegs(datas: list, device) -> list:
+    "C×H×W uint8 tensors of JPEG `datas` on `device`: one batched call; one by one where that fails, to name the file."
     import torch
     from torchvision.io import decode_jpeg, ImageReadMode
-    dev, size = cuda_device(device), (size, size) if isinstance(size, int) else tuple(size)
+    if not datas: return []
     raw = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
-    ims = decode_jpeg(raw, mode=ImageReadMode.RGB, device=dev)   # one nvJPEG call for the batch on CUDA
-    pcts = pcts or [(0.5, 0.5)] * len(datas)
-    return torch.stack([crop_resize(orient(im, jpeg_orientation(d)), size, p) for im, d, p in zip(ims, datas, pcts)])
+    try: return decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)   # on CUDA: one nvJPEG call for the batch
+    except RuntimeError: pass
+    out = []
+    for i, r in enumerate(raw):
+        try: out.append(decode_jpeg(r, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError as e:
+            a = turbo_decode(datas[i])   # what nvJPEG declines, libjpeg-turbo may still read (on the CPU)
+            if a is None: raise AidetectError(f'item {i} of the batch cannot be decoded as a JPEG: {e}') from None
+            out.append(torch.from_numpy(a).permute(2, 0, 1).to(device))
+    return out
+
+def decode_batch(items: list,           # JPEG bytes (see `gpu_decodable`), or uint8 C×H×W tensors decoded on the CPU
+                 size: int | tuple,     # output px: an int, or (width, height)
+                 device='cuda',         # where to decode: 'cuda' (nvJPEG), or 'cpu' (for tests)
+                 pcts: list | None = None,  # per image, the crop's (x, y) position in 0-1; None: centred
+                ) -> torch.Tensor:
+    "uint8 N×3×H×W batch of JPEG `items` decoded on `device` by torchvision, EXIF-upright, crop-resized on the device."
+    import torch
+    dev, size = cuda_device(device), (size, size) if isinstance(size, int) else tuple(size)
+    jpegs = [i for i, x in enumerate(items) if not isinstance(x, torch.Tensor)]
+    ims = dict(zip(jpegs, _decode_jpegs([items[i] for i in jpegs], dev)))
+    ims = [orient(ims[i], jpeg_orientation(x)) if i in ims else x.to(dev) for i, x in enumerate(items)]
+    pcts = pcts or [(0.5, 0.5)] * len(items)
+    return torch.stack([crop_resize(im, size, p) for im, p in zip(ims, pcts)])
