@@ -21,7 +21,8 @@ start-up is paid once per run on both sides, as in a real epoch. Runs alternate 
 times and the best of each is kept. Target: loader ÷ reference >= 1.3 at 1500 and 3000 px, >= 1.0 at 500 px.
 
 Besides images/s (wall clock), each side's CPU time per image is printed (this process and its worker processes):
-on a machine shared with other jobs the wall-clock figures move with the load, the CPU times much less.
+on a machine shared with other jobs the wall-clock figures move with the load, the CPU times much less. The
+decoders are also compared in this one process, without pools (`in one process`), the steadiest reading of the two.
 
     python bench/bench_loader.py [--n 192] [--sizes 500 1500 3000] [--rounds 4] [--repeats 2] [--aug fastai] [--bs 64] [--fast]
     python bench/bench_loader.py --prepared 448    # also the loader on an `aidetect prepare`d copy at 448 px
@@ -111,6 +112,17 @@ def reference(files: list, size: int, rounds: int, part=_reference_part, *extra)
     return timed(run)
 
 
+def one_process(files: list, size: int, repeats: int) -> dict:
+    "CPU ms per image of the reference's and the decode column's work in this process (no pool), best of `repeats`."
+    sides = {'reference': (_reference_part, ()), 'decode': (_decode_part, (False,)), 'decode --fast': (_decode_part, (True,))}
+    best = {}
+    for _ in range(repeats):   # interleaved, like the pools
+        for name, (part, extra) in sides.items():
+            c = time.process_time(); part((files, size, *extra))
+            best[name] = min(best.get(name, np.inf), (time.process_time() - c) / len(files) * 1000)
+    return best
+
+
 def gpu_path(files: list, size: int, rounds: int, bs: int) -> tuple:
     "`decode_batch` on CUDA over batches of `bs` files, their bytes read by threads: (images/s, CPU ms/image)."
     import torch
@@ -198,6 +210,9 @@ def main():
             print(f'{w}×{h}: reference {ref:6.1f} img/s ({ref_cpu:.2f} CPU ms/img) | decode {dec:6.1f} img/s '
                   f'({dec_cpu:.2f}) | aidetect loader {got:6.1f} img/s ({got_cpu:.2f}): decode ÷ reference = {dec / ref:.2f} '
                   f'(by CPU time {ref_cpu / dec_cpu:.2f}), loader ÷ reference = {got / ref:.2f} (by CPU time {ref_cpu / got_cpu:.2f})')
+            one = one_process(files, a.size, a.repeats)
+            print('    in one process (no pool), CPU ms/img: ' + ', '.join(f'{k} {v:.2f}' for k, v in one.items()) +
+                  f"; reference ÷ decode = {one['reference'] / one['decode']:.2f} ({one['reference'] / one['decode --fast']:.2f} with --fast)")
             if gpu:
                 g, g_cpu = max(gpu_path(files, a.size, a.rounds, a.bs) for _ in range(a.repeats))
                 print(f'    GPU path (nvJPEG, {torch.cuda.get_device_name()}): {g:6.1f} img/s ({g_cpu:.2f} CPU ms/img), '
