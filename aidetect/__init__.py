@@ -2,19 +2,19 @@
 
 Modules:
 
+- `aidetect.all`: `from aidetect.all import *`: the one-line entrance to the library, as `from fastai.vision.all import *` is to fastai's.
 - `aidetect.app`: `aidetect app`: a Gradio app that answers P(AI), shows where the detector looked (Grad-CAM) and which model answered, for one or several safely loaded detectors.
-- `aidetect.audit`: Could a model that never looks at pixels tell real from AI in a dataset? File format, size, JPEG settings and metadata, per class, and a metadata-only classifier with a bootstrap interval.
+- `aidetect.audit`: Could a model that never looks at generation tell real from AI in a dataset? File properties and pixel statistics per class, a per-pair encoder check, and group-fold classifiers with bootstrap intervals.
+- `aidetect.augment`: The training recipes' random steps (blur, grayscale, JPEG, invisible watermark) and what each recipe applies to an image in training.
 - `aidetect.cli`: The command line: `aidetect audit`, `train`, `eval`, `robustness`, `predict`, `explain`, `app`, `prepare` and `demo`.
 - `aidetect.core`: Errors, argument checks, files and folders: the small helpers every other part of aidetect uses.
 - `aidetect.dataset`: One home for what a dataset is: its layout, its `manifest.csv` and `rejected.csv`, writing them durably, verifying, merging per-process parts, and loading several datasets for training.
 - `aidetect.decode`: libjpeg-turbo at the scale a model needs on the CPU; batches decoded by nvJPEG on the GPU.
 - `aidetect.demo`: Real photos from scikit-image's samples, tiny random-weight image variations, a ResNet34 trained from scratch, and a cross-domain evaluation: `aidetect demo`.
-- `aidetect.detector`: Load a detector from its safe `.safetensors` + `.json` pair (no pickle), and predict P(AI) for image files, streamed in batches.
 - `aidetect.evaluate`: Run a detector over test datasets; one tidy table of metrics (AI is the positive class), per-category breakdowns, confusion matrices, the most confident mistakes, an interactive widget, and train × test transfer tables.
 - `aidetect.explain`: Grad-CAM heatmaps for the AI class at any layer (pytorch-grad-cam), overlays, galleries of an evaluation's most confident mistakes and hits, and `aidetect explain`.
 - `aidetect.gen.backends`: Workers that turn a batch of source photos into AI counterparts: Stable Diffusion image variations with diffusers, and OpenAI's images API.
 - `aidetect.gen.cli`: The command line of the generator: `fetch` real photos, make `variations` of them (one generator or several), `import` variations made elsewhere, list the `generators`, split a dataset `per-generator`.
-- `aidetect.gen.distributor`: Split a run deterministically across the processes `accelerate launch` starts (one per GPU).
 - `aidetect.gen.fetch`: A registry of public datasets (Indoor Scene Recognition, Weather Image Recognition, Comic Books; and GenImage-tiny, CIFAKE and Synthbuster, which hold AI images already), fetched with the Kaggle API or from a downloaded archive and laid out for `aidetect-gen variations` or as aidetect datasets.
 - `aidetect.gen.importer`: DALL·E 2 images downloaded by hand, or any other generator's output: pair each with its source photo by file name and make an aidetect dataset.
 - `aidetect.gen.pipeline`: Loading Stable Diffusion image-variation pipelines with `from_pretrained`: Hub ids, local folders, and random-weight presets of the same classes for offline work.
@@ -22,10 +22,13 @@ Modules:
 - `aidetect.gen.run`: Plan, read ahead, generate batch by batch with safety retries, write: resumable after any crash, shardable across processes.
 - `aidetect.gen.zoo`: Open image-conditioned generators, each fed the way its card or pipeline says: matched counterparts of the same photos from many models.
 - `aidetect.images`: Open anything a photo folder can hold as RGB, or say exactly why not; save a variation the way its source was saved.
+- `aidetect.metrics`: How good is a P(AI): sklearn's metrics with AI as the positive class, calibration, intervals by source group, and the threshold a model picks on its validation split.
+- `aidetect.model`: What a detector is at inference: its architecture by name, the transform that turns one image into its input, and the normalisation.
+- `aidetect.pixels`: Cheap, documented per-image statistics of the pixels that a processing pipeline leaves behind: the noise residual's spectrum, resampling periodicity, JPEG quantisation and double compression, the 8×8 block grid and sharpness.
 - `aidetect.prepare`: A dataset whose images are shrunk once (shorter side S, antialiased, saved like their source), with a manifest that points back to the original rows: for many experiments on big photos.
+- `aidetect.process`: Which process this is among those `accelerate launch` starts (one per GPU), and its share of the work.
 - `aidetect.robustness`: Re-test a detector on recompressed, resized, blurred, noisy, cropped, grayscale and "shared" copies of its test sets, and under white-box FGSM/PGD attacks: one tidy table (dataset × perturbation × level), plots and a report.
 - `aidetect.script`: Both CLIs, `aidetect` and `aidetect-gen`, are sub-commands built from functions' signatures with fastcore: a flag is written once, beside the parameter it sets.
-- `aidetect.sequence`: Train on domain after domain, each detector starting from the last one; evaluate every step on every domain and see transfer grow: one command to train the sequence, one to draw the study's heatmaps.
-- `aidetect.train`: One line from a dataset folder to a trained fastai `Learner`: DataBlock over manifest rows, split by group, `vision_learner`, `lr_find`, `fine_tune`, and a safe export."""
+- `aidetect.sequence`: Train on domain after domain, each detector starting from the last one; evaluate every step on every domain and see transfer grow: one command to train the sequence, one to draw the study's heatmaps."""
 
 __version__ = "0.1.0"

@@ -101,7 +101,9 @@ def detect(file, model: str, store: ModelStore, max_pixels: int = DEFAULT_MAX_PI
     if box != (0, 0, *im.size):
         notes.append(f'Dashed box: the centre square the model sees (resized to {size} px); it does not look outside it, '
                      'which is greyed out.')
-    verdict = f"**{'AI-generated' if p >= 0.5 else 'Real'}** · P(AI) = {p:.3f}\n\n" + '\n\n'.join(notes)
+    t, source = det.decision()
+    verdict = (f"**{'AI-generated' if p >= t else 'Real'}** · P(AI) = {p:.3f} · called AI at P(AI) ≥ {t:.3f} ({source})\n\n"
+               + '\n\n'.join(notes))
     panel = gradcam_panel(im, heat, box, note=f'{name}, {im.width}×{im.height} px image')
     return {'AI': p, 'real': 1 - p}, panel, verdict, info
 

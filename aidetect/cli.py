@@ -23,8 +23,10 @@ __all__ = ['COMMANDS', 'DESCRIPTION', 'EPILOG', 'main']
 # %% ../nbs/41_cli.ipynb #dae641ce
 COMMANDS = [
     Command('audit', 'aidetect.audit:cli_audit', 'could file format, size or metadata alone tell real from AI?'),
-    Command('train', 'aidetect.sequence:cli_train', 'train a detector on one or more datasets, or a sequence of them (--incremental)'),
-    Command('eval', 'aidetect.sequence:cli_eval', 'evaluate a detector (or every step of a sequence) on test datasets'),
+    Command('train', 'aidetect.train:cli_train', 'train a detector on one or more datasets, or a sequence of them (--incremental)',
+            variant=('aidetect.sequence:asks_for_sequence', 'aidetect.sequence:cli_train_sequence')),
+    Command('eval', 'aidetect.evaluate:cli_eval', 'evaluate a detector (or every step of a sequence) on test datasets',
+            variant=('aidetect.sequence:names_a_sequence', 'aidetect.sequence:cli_eval_sequence')),
     Command('robustness', 'aidetect.robustness:cli_robustness', 're-test a detector on perturbed (JPEG, resize, blur, ...) and attacked copies of test sets'),
     Command('predict', 'aidetect.detector:cli_predict', 'P(AI) for image files or folders, as CSV'),
     Command('prepare', 'aidetect.prepare:cli_prepare', 'a copy of a dataset with its images shrunk once, for repeated experiments'),

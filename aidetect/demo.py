@@ -136,7 +136,7 @@ def run_demo(out='aidetect-demo', per_photo: int = 16, steps: int = 10, size: in
         warnings.simplefilter('ignore', UserWarning)
         learn = train_detector(ds['scenes-train'], 'resnet34', epochs=epochs, freeze_epochs=0, size=size, bs=bs,
                                pretrained=False, seed=seed, lr_find_its=30, aug='none', verbose=True)
-    log(f'lr used: {learn.lr_used:.2e}')
+    log(f'lr used: {learn.facts.lr:.2e}')
     files = export_detector(learn, out/'models'/'demo')
     log(f'[3/4] model -> {files["safetensors"]} (+ .json, .pkl)')
     log('[4/4] evaluating on the held-out split (scenes-test) and a second domain (textures)')

@@ -15,40 +15,22 @@ import numpy as np, pandas as pd
 import matplotlib
 import matplotlib.pyplot as plt
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import (accuracy_score, precision_score, recall_score, f1_score, roc_auc_score,
-                             average_precision_score, confusion_matrix, roc_curve)
+from sklearn.metrics import confusion_matrix
 from .core import AidetectError, check_range
 from .audit import audit as shortcut_audit
 from .dataset import LABELS, POSITIVE, dataset_root, group_keys, load_datasets, manifest_hash, read_manifest
 from .detector import Detector, detector_from_learner, load_detector, model_files, predict_files
-from .train import best_cut
+from .metrics import METRICS, CI_METRICS, CI_COLUMNS, binary_metrics, expected_calibration_error
+from .process import this_process
 
 # %% auto #0
-__all__ = ['CI_METRICS', 'CI_COLUMNS', 'METRICS', 'PRED_COLUMNS', 'KINDS', 'CELLS', 'POSITIVE_NOTE', 'probabilistic_f1',
-           'expected_calibration_error', 'plot_reliability', 'tpr_at_fpr', 'group_resamples', 'weighted_scores',
-           'bootstrap_ci', 'binary_metrics', 'as_detector', 'evaluate', 'metrics_table', 'confusion_counts', 'ranked',
-           'format_table', 'markdown_table', 'EvalResult', 'plot_confusion', 'confusion_html', 'plot_mistakes',
-           'confusion_state', 'confusion_widget', 'threshold_lines', 'write_report', 'transfer_matrix',
+__all__ = ['PRED_COLUMNS', 'KINDS', 'CELLS', 'POSITIVE_NOTE', 'plot_reliability', 'as_detector', 'named_datasets', 'evaluate',
+           'metrics_table', 'confusion_counts', 'ranked', 'format_table', 'markdown_table', 'DetectorResult',
+           'EvalResult', 'plot_confusion', 'confusion_html', 'plot_mistakes', 'confusion_state', 'confusion_widget',
+           'threshold_lines', 'write_report', 'transfer_results', 'tidy_transfer', 'transfer_matrix',
            'transfer_heatmap', 'named_test_sets', 'cli_eval']
 
-# %% ../nbs/22_evaluate.ipynb #43007fcb
-def probabilistic_f1(y_true, prob) -> float:
-    "Probabilistic F1 (Yacouby & Axman 2020) of P(positive) `prob` against 0/1 labels `y_true`; NaN if undefined."
-    y, p = np.asarray(y_true, dtype=float), np.asarray(prob, dtype=float)
-    ptp, pfp, npos = (p * y).sum(), (p * (1 - y)).sum(), y.sum()
-    if npos == 0 or ptp + pfp == 0: return float('nan')
-    prec, rec = ptp / (ptp + pfp), ptp / npos
-    return float(2 * prec * rec / (prec + rec)) if prec + rec > 0 else float('nan')
-
-# %% ../nbs/22_evaluate.ipynb #05749671
-def expected_calibration_error(y_true, prob, n_bins: int = 15) -> float:
-    "ECE of P(AI) `prob` for 0/1 labels `y_true`: |share of AI − mean P(AI)| per equal-width bin, weighted by bin size."
-    y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
-    if len(y) == 0: return float('nan')
-    share_ai, mean_p = calibration_curve(y, p, n_bins=n_bins, strategy='uniform', pos_label=1)
-    size = np.bincount(np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], p), minlength=n_bins)   # sklearn's bins
-    return float(np.sum(size[size > 0] / len(y) * np.abs(share_ai - mean_p)))
-
+# %% ../nbs/22_evaluate.ipynb #8af3dfef
 def plot_reliability(preds: pd.DataFrame, by: str = 'dataset', n_bins: int = 15, ax=None):
     "Reliability diagram of predictions `preds`: share of AI images against mean P(AI) per bin, a line per value of `by`."
     if ax is None: fig, ax = plt.subplots(figsize=(4.4, 4))
@@ -63,83 +45,6 @@ def plot_reliability(preds: pd.DataFrame, by: str = 'dataset', n_bins: int = 15,
     ax.legend(fontsize=7, loc='upper left'); fig.tight_layout()
     return fig
 
-# %% ../nbs/22_evaluate.ipynb #504196f3
-def tpr_at_fpr(y_true, prob, max_fpr: float = 0.05) -> float:
-    "Highest TPR (AI accuracy) of any P(AI) cut whose FPR (share of real images called AI) is at most `max_fpr`."
-    y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
-    if len(y) == 0 or y.min() == y.max(): return float('nan')
-    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
-    return float(tpr[fpr <= max_fpr].max())
-
-# %% ../nbs/22_evaluate.ipynb #6268575a
-CI_METRICS = ('accuracy', 'roc_auc', 'average_precision')
-CI_COLUMNS = tuple(f'{m}_{e}' for m in CI_METRICS for e in ('lo', 'hi'))
-
-def group_resamples(groups, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    "(counts, codes): group g is drawn `counts[b, g]` times in resample b of `n`; row i belongs to group `codes[i]`."
-    uniq, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    k = len(uniq)
-    return np.random.default_rng(seed).multinomial(k, np.full(k, 1 / k), size=n), codes
-
-def weighted_scores(y_true, prob, threshold: float, weights: np.ndarray) -> np.ndarray:
-    "(accuracy, ROC AUC, AP) for each row of `weights` (resample × image), as sklearn gives them with `sample_weight`."
-    y, p, w = np.asarray(y_true, dtype=float), np.asarray(prob, dtype=float), np.asarray(weights, dtype=float)
-    correct = ((p >= threshold) == (y == 1)).astype(float)
-    o = np.argsort(-p, kind='stable'); y, p, w, correct = y[o], p[o], w[:, o], correct[o]
-    ends = np.r_[np.flatnonzero(np.diff(p)), len(p) - 1]        # last image of each run of equal P(AI): one cut each
-    tps, fps = np.cumsum(w * y, 1)[:, ends], np.cumsum(w * (1 - y), 1)[:, ends]
-    pos, neg = tps[:, -1:], fps[:, -1:]
-    with np.errstate(invalid='ignore', divide='ignore'):
-        acc = (w * correct).sum(1) / w.sum(1)
-        tpr, fpr = np.c_[np.zeros(len(w)), tps / pos], np.c_[np.zeros(len(w)), fps / neg]
-        auc = (np.diff(fpr, axis=1) * (tpr[:, 1:] + tpr[:, :-1]) / 2).sum(1)
-        ap = (np.diff(tpr, axis=1) * np.where(tps + fps > 0, tps / (tps + fps), 0)).sum(1)
-    auc[(pos[:, 0] == 0) | (neg[:, 0] == 0)] = np.nan; ap[pos[:, 0] == 0] = np.nan
-    return np.stack([acc, auc, ap], 1)
-
-def bootstrap_ci(y_true, prob, groups=None, threshold: float = 0.5, n: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> dict:
-    "Percentile intervals (`CI_COLUMNS`) of `CI_METRICS` over `n` resamples of source `groups` (None: of images)."
-    y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
-    if n <= 0 or len(y) == 0: return dict.fromkeys(CI_COLUMNS, float('nan'))
-    counts, codes = group_resamples(np.arange(len(y)) if groups is None else groups, n, seed)
-    step = max(1, 2_000_000 // len(y))                          # resamples at a time: memory stays bounded
-    reps = np.concatenate([weighted_scores(y, p, threshold, counts[i:i + step][:, codes]) for i in range(0, n, step)])
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', RuntimeWarning)         # undefined in every resample: a NaN interval
-        lo, hi = np.nanpercentile(reps, [50 * (1 - level), 50 * (1 + level)], axis=0)
-    return dict(zip(CI_COLUMNS, np.stack([lo, hi], 1).ravel().tolist()))
-
-# %% ../nbs/22_evaluate.ipynb #faf89f19
-METRICS = ('accuracy', 'real_accuracy', 'ai_accuracy', 'precision', 'recall', 'f1', 'roc_auc', 'average_precision',
-           'prob_f1', 'tpr_at_5fpr', 'ece', 'accuracy_tuned', 'accuracy_oracle', 'oracle_threshold')
-
-def binary_metrics(y_true, prob, threshold: float = 0.5, tuned: float | None = None, groups=None, bootstrap: int = 0,
-                   seed: int = 0) -> dict:
-    "n, n_real, n_ai, `METRICS` (and with `bootstrap` > 0, `CI_COLUMNS`) for 0/1 labels `y_true` (1 = AI) and P(AI) `prob`."
-    y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
-    out = dict(n=len(y), n_real=int((y == 0).sum()), n_ai=int((y == 1).sum()))
-    m = dict.fromkeys(METRICS, float('nan'))
-    if len(y):
-        pred = (p >= threshold).astype(int)    # AI at P(AI) >= threshold, here and in every other cut
-        both = out['n_real'] > 0 and out['n_ai'] > 0
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            m.update(accuracy=accuracy_score(y, pred),
-                     real_accuracy=recall_score(y, pred, pos_label=0, zero_division=np.nan),
-                     ai_accuracy=recall_score(y, pred, pos_label=1, zero_division=np.nan),
-                     precision=precision_score(y, pred, pos_label=1, zero_division=np.nan),
-                     recall=recall_score(y, pred, pos_label=1, zero_division=np.nan),
-                     f1=f1_score(y, pred, pos_label=1, zero_division=np.nan))
-            if both: m['roc_auc'] = roc_auc_score(y, p)
-            if out['n_ai']: m['average_precision'] = average_precision_score(y, p, pos_label=1)
-        m.update(prob_f1=probabilistic_f1(y, p), tpr_at_5fpr=tpr_at_fpr(y, p, 0.05), ece=expected_calibration_error(y, p))
-        if tuned is not None and not np.isnan(tuned): m['accuracy_tuned'] = accuracy_score(y, (p >= tuned).astype(int))
-        m['oracle_threshold'], m['accuracy_oracle'] = best_cut(y, p, 'accuracy')
-    out.update({k: float(v) for k, v in m.items()})
-    if bootstrap: out.update(bootstrap_ci(y, p, groups, threshold, bootstrap, seed))
-    return out
-
 # %% ../nbs/22_evaluate.ipynb #9907ff14
 def as_detector(model, allow_pickle: bool = False, device=None) -> Detector:
     "A `Detector` from a `Detector`, a fastai `Learner`, or a model path."
@@ -148,7 +53,8 @@ def as_detector(model, allow_pickle: bool = False, device=None) -> Detector:
     if hasattr(model, 'dls') and hasattr(model, 'model'): return detector_from_learner(model, device)
     raise AidetectError(f'cannot use a {type(model).__name__} as a detector: pass a Learner, a Detector or a model path')
 
-def _named(datasets) -> dict:
+def named_datasets(datasets) -> dict:
+    "{name: folder} of test `datasets`: a dict as given, else each folder under its own name (repeats numbered)."
     if isinstance(datasets, dict): return {str(k): dataset_root(v) for k, v in datasets.items()}
     if isinstance(datasets, (str, os.PathLike)): datasets = [datasets]
     named = {}
@@ -166,7 +72,7 @@ def evaluate(model, datasets, threshold: float = 0.5, bs: int = 64, allow_pickle
     det = as_detector(model, allow_pickle, device)
     seen = set(det.info.get('train_groups', [])) | set(det.info.get('valid_groups', []))
     preds, bad, manifests = [], [], {}
-    for name, root in _named(datasets).items():
+    for name, root in named_datasets(datasets).items():
         df = load_datasets(root)
         manifests[name] = dict(path=str(root), manifest_sha256=manifest_hash(root), n=len(df))
         overlap = set(group_keys(df)) & seen
@@ -235,9 +141,9 @@ def markdown_table(t: pd.DataFrame) -> str:
     return '\n'.join(['| ' + ' | '.join(s.columns) + ' |', '|' + '---|' * len(s.columns)] +
                      ['| ' + ' | '.join(r) + ' |' for r in s.itertuples(index=False)])
 
-# %% ../nbs/22_evaluate.ipynb #04833bc0
-class EvalResult:
-    "Per-image predictions of a detector on test datasets, and everything computed from them."
+# %% ../nbs/22_evaluate.ipynb #6393644d
+class DetectorResult:
+    "A detector's per-image predictions on test datasets (`preds`), its unreadable files and the test sets' manifests; a `table` made once."
     def __init__(self, preds, threshold, detector, unreadable, manifests, bootstrap: int = 0, seed: int = 0):
         self.preds, self.threshold, self.detector = preds, threshold, detector
         self.unreadable, self.manifests = unreadable, manifests
@@ -249,19 +155,48 @@ class EvalResult:
     @property
     def tuned_threshold(self) -> float | None:
         "The threshold the model picked on its validation split (`threshold` in its JSON), if it has one."
-        return self.detector.info.get('threshold')
+        return self.detector.info.get('threshold') if self.detector is not None else None
+
+    def make_table(self) -> pd.DataFrame:
+        "The result's table, computed from `preds` (each kind of result says how)."
+        raise NotImplementedError
 
     @property
     def table(self) -> pd.DataFrame:
-        "Metrics per test dataset (and 'all') at the result's threshold, with `bootstrap` intervals by source group."
+        "`make_table()`, computed once per threshold and resampling setting."
         key = (self.threshold, self.bootstrap, self.seed, len(self.preds))   # resampling is worth computing once
-        if key not in self._tables:
-            t = metrics_table(self.preds, self.threshold, keys=self.datasets, tuned=self.tuned_threshold,
-                              bootstrap=self.bootstrap, seed=self.seed)
-            n_bad = self.unreadable.groupby('dataset').size()
-            t.insert(1, 'unreadable', [int(n_bad.get(d, 0)) if d != 'all' else len(self.unreadable) for d in t['dataset']])
-            self._tables[key] = t
+        if key not in self._tables: self._tables[key] = self.make_table()
         return self._tables[key].copy()
+
+    def summary(self) -> pd.DataFrame:
+        "The columns a reader looks at first (the whole table unless a result says otherwise)."
+        return self.table
+
+    def _of(self, dataset) -> pd.DataFrame:
+        if dataset not in self.manifests: raise AidetectError(f'no test dataset {dataset!r}; have {self.datasets}')
+        return self.preds[self.preds['dataset'] == dataset]
+
+    def reliability(self, by: str = 'dataset'):
+        "The reliability diagram of `preds`, a line per value of `by`."
+        return plot_reliability(self.preds, by)
+
+    def save(self, out) -> dict:
+        "Write the result's files to folder `out`; returns their paths."
+        raise NotImplementedError
+
+    def _repr_html_(self): return self.summary()._repr_html_()
+    def __repr__(self): return format_table(self.summary())
+
+# %% ../nbs/22_evaluate.ipynb #04833bc0
+class EvalResult(DetectorResult):
+    "A detector's predictions on test datasets: metrics per dataset, per category, confusion matrices, mistakes, a widget."
+    def make_table(self) -> pd.DataFrame:
+        "Metrics per test dataset (and 'all') at the result's threshold, with `bootstrap` intervals by source group."
+        t = metrics_table(self.preds, self.threshold, keys=self.datasets, tuned=self.tuned_threshold,
+                          bootstrap=self.bootstrap, seed=self.seed)
+        n_bad = self.unreadable.groupby('dataset').size()
+        t.insert(1, 'unreadable', [int(n_bad.get(d, 0)) if d != 'all' else len(self.unreadable) for d in t['dataset']])
+        return t
 
     def by_category(self, dataset=None) -> pd.DataFrame:
         "Metrics per source category (per weather type, per scene...), for one dataset or all."
@@ -269,10 +204,6 @@ class EvalResult:
         parts = [metrics_table(g, self.threshold, by='category', all_row=False, tuned=self.tuned_threshold).assign(dataset=n)
                  for n, g in d.groupby('dataset', sort=False)]
         return pd.concat(parts, ignore_index=True)[['dataset', 'category', 'n', 'n_real', 'n_ai', *METRICS]]
-
-    def _of(self, dataset) -> pd.DataFrame:
-        if dataset not in self.manifests: raise AidetectError(f'no test dataset {dataset!r}; have {self.datasets}')
-        return self.preds[self.preds['dataset'] == dataset]
 
     def confusion(self, dataset, threshold: float | None = None, ax=None):
         "A confusion-matrix figure (counts and row rates; real/AI labels) for `dataset`."
@@ -297,8 +228,6 @@ class EvalResult:
         "Write metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png, report.md (and the test sets' audit) to `out`."
         return write_report(self, out, audit)
 
-    def _repr_html_(self): return self.table._repr_html_()
-    def __repr__(self): return format_table(self.table)
 
 # %% ../nbs/22_evaluate.ipynb #783edb87
 def plot_confusion(cm: np.ndarray, title: str = '', ax=None):
@@ -453,17 +382,26 @@ def write_report(res: EvalResult, out, audit: bool = True) -> dict:
 def _safe(name: str) -> str: return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)
 
 # %% ../nbs/22_evaluate.ipynb #b978da7b
-def transfer_matrix(models: dict, datasets, threshold: float = 0.5, bs: int = 64, progress: bool = False,
-                    bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
-    "Evaluate each of `models` ({name: model}) on every dataset; one tidy row per (model, dataset), `evaluate`'s metrics."
-    rows = []
+def transfer_results(models: dict, datasets, threshold: float = 0.5, bs: int = 64, progress: bool = False,
+                     bootstrap: int = 1000, seed: int = 0, device=None, allow_pickle: bool = False) -> dict:
+    "{name: `EvalResult`} of each of `models` ({name: model}) on every dataset."
+    out = {}
     for mname, model in models.items():
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', UserWarning)   # training-set overlap is expected on the diagonal
-            t = evaluate(model, datasets, threshold, bs, progress=progress, bootstrap=bootstrap, seed=seed).table
-        rows.append(t[t['dataset'] != 'all'].assign(model=mname))
-    out = pd.concat(rows, ignore_index=True)
+            out[mname] = evaluate(model, datasets, threshold, bs, allow_pickle, device, progress=progress, bootstrap=bootstrap,
+                                  seed=seed)
+    return out
+
+def tidy_transfer(results: dict) -> pd.DataFrame:
+    "One row per (model, dataset) of `transfer_results`, `evaluate`'s metrics."
+    out = pd.concat([r.table[r.table['dataset'] != 'all'].assign(model=m) for m, r in results.items()], ignore_index=True)
     return out[['model', 'dataset'] + [c for c in out.columns if c not in ('model', 'dataset')]]
+
+def transfer_matrix(models: dict, datasets, threshold: float = 0.5, bs: int = 64, progress: bool = False,
+                    bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
+    "Evaluate each of `models` ({name: model}) on every dataset; one tidy row per (model, dataset), `evaluate`'s metrics."
+    return tidy_transfer(transfer_results(models, datasets, threshold, bs, progress, bootstrap, seed))
 
 def transfer_heatmap(tm: pd.DataFrame, metric: str = 'accuracy', ax=None):
     "Heatmap of `metric` from a `transfer_matrix` table: models (train) down, datasets (test) across."
@@ -506,7 +444,6 @@ def cli_eval(model: str,   # model path (base name, .json or .safetensors; .pkl 
     check_range('threshold', threshold, 0, 1); check_range('bs', bs, 1); check_range('bootstrap', bootstrap, 0)
     sets = named_test_sets(model, datasets, names, allow_pickle)
     res = evaluate(model, sets, threshold, bs, allow_pickle, device, bootstrap=bootstrap)
-    from aidetect.train import this_process
     if not this_process().is_main: return   # under `accelerate launch` every process has the merged result; one reports
     print(format_table(res.table))
     if len(res.unreadable): print(f'{len(res.unreadable)} unreadable image(s): first is {res.unreadable.iloc[0].to_dict()}')

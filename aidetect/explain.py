@@ -34,7 +34,7 @@ def detector_layers(det: Detector) -> dict:
         return {n: m for n, m in body.model.named_children() if any(isinstance(x, torch.nn.Conv2d) for x in m.modules())}
     names = [str(i) for i in range(len(body))]
     try:
-        from aidetect.train import resolve_arch
+        from aidetect.model import resolve_arch
         kind, fn = resolve_arch(arch)
         if kind == 'torchvision': names = [n for n, _ in fn(weights=None).named_children()][:len(body)]
     except Exception: pass

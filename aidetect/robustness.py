@@ -20,7 +20,8 @@ from PIL import Image, ImageFilter
 from .core import AidetectError, check_range, progress_bars
 from .images import BadImage, open_image
 from .dataset import POSITIVE, load_datasets, manifest_hash, preflight
-from .evaluate import (CI_COLUMNS, METRICS, PRED_COLUMNS, _named, as_detector, format_table, markdown_table,
+from .metrics import CI_COLUMNS, METRICS
+from .evaluate import (DetectorResult, PRED_COLUMNS, named_datasets, as_detector, format_table, markdown_table,
                                metrics_table, named_test_sets, plot_reliability, threshold_lines)
 
 # %% auto #0
@@ -199,7 +200,7 @@ def _predict(det, x: torch.Tensor, bs: int) -> np.ndarray:
 def _test_rows(datasets, workers, progress) -> tuple[pd.DataFrame, list, dict]:
     "(usable manifest rows of all test `datasets`, unreadable ones as dicts, {name: manifest facts})."
     parts, bad, manifests = [], [], {}
-    for name, root in _named(datasets).items():
+    for name, root in named_datasets(datasets).items():
         df = load_datasets(root).assign(dataset=name)
         manifests[name] = dict(path=str(root), manifest_sha256=manifest_hash(root), n=len(df))
         ok, excluded = preflight(df, workers, progress)
@@ -313,24 +314,17 @@ def robustness_table(preds: pd.DataFrame, threshold: float = 0.5, tuned: float |
 SUMMARY = ['perturbation', 'level', 'setting', 'dataset', 'n', 'accuracy', 'real_accuracy', 'ai_accuracy', 'roc_auc',
            'average_precision', 'ece', 'accuracy_tuned', 'accuracy_oracle', 'attack_success']
 
-class RobustnessResult:
+class RobustnessResult(DetectorResult):
     "Per-image predictions of a detector on clean, perturbed and attacked test images, and the tidy table made from them."
     def __init__(self, preds, threshold, detector, unreadable, manifests, setting='both', bootstrap=0, seed=0, seconds=None,
                  runs=None):
-        self.preds, self.threshold, self.detector, self.unreadable = preds, threshold, detector, unreadable
-        self.manifests, self.setting, self.bootstrap, self.seed = manifests, setting, bootstrap, seed
-        self.seconds, self.runs, self._table = seconds or {}, runs, None
+        super().__init__(preds, threshold, detector, unreadable, manifests, bootstrap, seed)
+        self.setting, self.seconds, self.runs = setting, seconds or {}, runs
 
-    @property
-    def datasets(self) -> list: return list(self.manifests)
-
-    @property
-    def table(self) -> pd.DataFrame:
+    def make_table(self) -> pd.DataFrame:
         "One row per dataset (and 'all') × perturbation × level × setting, with every metric."
-        if self._table is None:
-            self._table = robustness_table(self.preds, self.threshold, self.detector.info.get('threshold'),
-                                           self.bootstrap, self.seed, self.datasets, self.runs)
-        return self._table.copy()
+        return robustness_table(self.preds, self.threshold, self.tuned_threshold, self.bootstrap, self.seed,
+                                self.datasets, self.runs)
 
     def summary(self, dataset=None) -> pd.DataFrame:
         "The main columns of `table` (intervals included), for one dataset or all."
@@ -346,8 +340,6 @@ class RobustnessResult:
         "Write robustness.csv, predictions.csv, unreadable.csv, robustness_<metric>.png, reliability.png and report.md."
         return write_robustness_report(self, out)
 
-    def _repr_html_(self): return self.summary()._repr_html_()
-    def __repr__(self): return format_table(self.summary())
 
 # %% ../nbs/25_robustness.ipynb #69b7db9e
 def _label(pname, setting): return pname if setting in ('both', 'fakes-only') else f'{pname} {setting}'

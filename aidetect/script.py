@@ -18,26 +18,36 @@ Docs: https://aidetect.github.io/aidetect/script.html.md"""
 
 # %% ../nbs/01_script.ipynb #a3854cbb
 from __future__ import annotations
-import argparse, importlib, inspect, logging, os, sys, warnings
+import argparse, importlib, inspect, logging, os, sys, typing, warnings
 from dataclasses import dataclass
 from fastcore.script import anno_parser
+from fastcore.meta import delegates
+from fastcore.docments import docments
 from .core import AidetectError
 
 # %% auto #0
-__all__ = ['Command', 'resolve_annotations', 'command_parser', 'call_with', 'quiet_libs', 'run_cli']
+__all__ = ['load_target', 'Command', 'resolve_annotations', 'delegates_many', 'command_parser', 'call_with', 'quiet_libs',
+           'run_cli']
 
 # %% ../nbs/01_script.ipynb #0c944840
+def load_target(target: str):
+    "The function named by `target`, 'module:function' (only its module is imported)."
+    mod, fn = target.split(':')
+    return getattr(importlib.import_module(mod), fn)
+
 @dataclass
 class Command:
-    "A sub-command: its `name`, the `module:function` that runs it, and a one-line `help`."
+    "A sub-command: its `name`, the `module:function` that runs it, a one-line `help`, and an optional `variant`."
     name: str
     target: str
     help: str = ''
+    variant: tuple = ()   # ('module:test', 'module:function'): that function runs the command when test(argv) is true, and for --help
 
-    def load(self):
-        "The function that runs this command."
-        mod, fn = self.target.split(':')
-        return getattr(importlib.import_module(mod), fn)
+    def load(self, argv=None):
+        "The function that runs this command: `target`, or the variant's when `argv` calls for it."
+        v = self.variant
+        if v and argv is not None and ({'-h', '--help'} & set(argv) or load_target(v[0])(list(argv))): return load_target(v[1])
+        return load_target(self.target)
 
 # %% ../nbs/01_script.ipynb #6f971aef
 def resolve_annotations(fn):
@@ -50,15 +60,39 @@ def resolve_annotations(fn):
     fn.__signature__ = sig.replace(parameters=ps)
     return fn
 
+# %% ../nbs/01_script.ipynb #20939e6c
+def _documented(p: inspect.Parameter, doc: str | None, hints: dict) -> inspect.Parameter:
+    "`p` with `doc` carried in an `Annotated` annotation (its type evaluated from `hints` where it was a string)."
+    if not doc: return p
+    anno = hints.get(p.name, p.annotation)
+    if anno is inspect.Parameter.empty: anno = typing.Any
+    return p.replace(annotation=typing.Annotated[anno, doc])
+
+def delegates_many(*targets, but=()):
+    "fastcore's `delegates` to each of `targets`: their keyword parameters, with their docments, join the signature."
+    def deco(f):
+        own = set(inspect.signature(f).parameters)
+        for t in targets: f = delegates(t, keep=True, but=list(but))(f)
+        docs, hints = {}, {}
+        for t in targets:
+            for k, v in docments(t).items(): docs.setdefault(k, v)
+            try: hints = {**typing.get_type_hints(t), **hints}
+            except Exception: pass   # an annotation that does not evaluate stays as it is
+        ps = [p if p.name in own else _documented(p, docs.get(p.name), hints) for p in inspect.signature(f).parameters.values()]
+        f.__signature__ = inspect.signature(f).replace(parameters=ps)
+        f.__delegates__ = targets
+        return f
+    return deco
+
 # %% ../nbs/01_script.ipynb #e63c15ff
-def command_parser(prog: str, commands: list, description: str = '', epilog: str = '', only: str | None = None):
+def command_parser(prog: str, commands: list, description: str = '', epilog: str = '', only: str | None = None, argv=None):
     "The argparse parser of CLI `prog` with `commands`; only the command named `only` is imported and given flags."
     p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     for c in commands:
         if c.name != only: sub.add_parser(c.name, help=c.help, add_help=False); continue
-        fn = resolve_annotations(c.load())
+        fn = resolve_annotations(c.load(argv))
         inner = anno_parser(fn, prog=f'{prog} {c.name}')
         sub.add_parser(c.name, help=c.help, description=inner.description, parents=[inner], add_help=False,
                        formatter_class=inner.formatter_class, epilog=getattr(fn, 'epilog', None))
@@ -93,14 +127,14 @@ def run_cli(prog: str, commands: list, argv=None, description: str = '', epilog:
     quiet_libs(prog, bars=False)   # before a command's module is imported: importing fastai and diffusers warns
     names = {c.name: c for c in commands}
     chosen = next((a for a in argv if not a.startswith('-')), None)
-    p = command_parser(prog, commands, description, epilog, only=chosen if chosen in names else None)
+    p = command_parser(prog, commands, description, epilog, only=chosen if chosen in names else None, argv=argv)
     a = vars(p.parse_args(argv))
     name = a.pop('command')
     if name is None: p.print_help(); return 2
     for k in ('pdb', 'xtra'): a.pop(k, None)
     quiet_libs(prog)   # a command runs: now the libraries' bars too (this imports diffusers and torch)
     try:
-        rc = call_with(names[name].load(), a)
+        rc = call_with(names[name].load(argv), a)
         return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
     except AidetectError as e:
         print(f'{prog}: error: {e}', file=sys.stderr); return 2

@@ -26,13 +26,15 @@ from fastcore.meta import delegates
 from .core import AidetectError, atomic_path, check_range, sha256_file
 from .dataset import (LABELS, DatasetLock, DatasetWriter, dataset_root, group_keys, load_datasets,
                               manifest_hash, read_manifest, split_groups)
-from .train import train_detector, export_detector, training_summary, this_process, cli_train as train_cli
-from .evaluate import transfer_matrix, format_table, _named, cli_eval as eval_cli
+from .process import this_process
+from .train import train_detector, export_detector, training_summary, cli_train as train_cli
+from .evaluate import (DetectorResult, transfer_results, tidy_transfer, format_table, markdown_table, named_datasets,
+                               cli_eval as eval_cli)
 
 # %% auto #0
 __all__ = ['SEQUENCE', 'SEQUENCE_METRICS', 'split_by', 'sequence_plan', 'step_rows', 'train_incremental', 'load_sequence',
-           'is_sequence', 'evaluate_sequence', 'sequence_grid', 'sequence_heatmaps', 'write_sequence_report',
-           'cli_train', 'cli_eval']
+           'is_sequence', 'evaluate_sequence', 'SequenceResult', 'sequence_grid', 'sequence_heatmaps',
+           'write_sequence_report', 'asks_for_sequence', 'names_a_sequence', 'cli_train_sequence', 'cli_eval_sequence']
 
 # %% ../nbs/27_sequence.ipynb #d1d36f7f
 def split_by(source, out, by: str = 'category') -> dict:
@@ -197,17 +199,39 @@ def evaluate_sequence(sequence,             # sequence.json (or its folder)
                       threshold: float = 0.5,   # P(AI) at or above which an image is called AI
                       bs: int = 64,         # batch size
                       bootstrap: int = 0,   # resamples of source groups for 95 % intervals (0: off)
-                      progress: bool = False) -> pd.DataFrame:
-    "Every step of `sequence` on every test dataset: one tidy row per (step, dataset), `in_distribution` marked."
+                      progress: bool = False, device=None) -> 'SequenceResult':
+    "Every step of `sequence` on every test dataset: a `SequenceResult`, one tidy row per (step, dataset), `in_distribution` marked."
     seq, folder = load_sequence(sequence)
     models = {f"{s['step']} +{s['dataset']}": folder/f"{s['model']}.safetensors" for s in seq['steps']}
     domains = {d['name']: set(read_manifest(d['path'])['domain']) for d in seq['datasets']}
-    tm = transfer_matrix(models, datasets, threshold, bs, progress, bootstrap=bootstrap)
-    test_domains = {n: set(read_manifest(r)['domain']) for n, r in _named(datasets).items()}
+    steps = transfer_results(models, datasets, threshold, bs, progress, bootstrap=bootstrap, device=device)
+    tm = tidy_transfer(steps)
+    test_domains = {n: set(read_manifest(r)['domain']) for n, r in named_datasets(datasets).items()}
     seen = {f"{s['step']} +{s['dataset']}": set().union(*(domains[n] for n in s['trained_on'])) for s in seq['steps']}
     tm.insert(1, 'step', tm['model'].map({m: int(m.split(' ')[0]) for m in models}))
     tm.insert(3, 'in_distribution', [test_domains[d] <= seen[m] for m, d in zip(tm['model'], tm['dataset'])])
-    return tm
+    return SequenceResult(steps, tm, folder)
+
+class SequenceResult(DetectorResult):
+    "Every step of a sequence on every test dataset: each step's `EvalResult` (`steps`), their predictions and the tidy table."
+    def __init__(self, steps: dict, table: pd.DataFrame, folder=None):
+        first = next(iter(steps.values()))
+        preds = pd.concat([r.preds.assign(model=m) for m, r in steps.items()], ignore_index=True)
+        bad = pd.concat([r.unreadable.assign(model=m) for m, r in steps.items()], ignore_index=True)
+        super().__init__(preds, first.threshold, None, bad, first.manifests, first.bootstrap, first.seed)
+        self.steps, self.folder, self._table = steps, folder, table
+
+    def make_table(self) -> pd.DataFrame: return self._table
+
+    def summary(self) -> pd.DataFrame: return self.table[['model', 'dataset', 'in_distribution', 'n', *SEQUENCE_METRICS]]
+
+    def plot(self, metrics=None):
+        "One heatmap per metric: steps across, test datasets up, in-distribution cells outlined."
+        return sequence_heatmaps(self.table, metrics or SEQUENCE_METRICS)
+
+    def save(self, out) -> dict:
+        "Write sequence_eval.csv, sequence.png, predictions.csv, each step's full evaluation report (`step-K/`) and report.md."
+        return write_sequence_report(self, out)
 
 # %% ../nbs/27_sequence.ipynb #b75000e1
 SEQUENCE_METRICS = ('accuracy', 'roc_auc', 'f1', 'prob_f1')
@@ -245,17 +269,41 @@ def sequence_heatmaps(table: pd.DataFrame, metrics=SEQUENCE_METRICS, cols: int =
     return fig
 
 # %% ../nbs/27_sequence.ipynb #ad979c17
-def write_sequence_report(table: pd.DataFrame, out) -> dict:
-    "Write `table` to `out`/sequence_eval.csv and its heatmaps to `out`/sequence.png; returns the paths."
+def write_sequence_report(res, out) -> dict:
+    "Write a `SequenceResult` (or its table) to `out`: sequence_eval.csv and sequence.png; for a result also predictions.csv, each step's full evaluation report (step-K/) and report.md."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    table = res.table if isinstance(res, SequenceResult) else res
     files = dict(table=out/'sequence_eval.csv', figure=out/'sequence.png')
     table.to_csv(files['table'], index=False, float_format='%.9g')
     fig = sequence_heatmaps(table); fig.savefig(files['figure'], dpi=120); plt.close(fig)
-    return files
+    if not isinstance(res, SequenceResult): return files
+    files['predictions'] = out/'predictions.csv'
+    res.preds.to_csv(files['predictions'], index=False, float_format='%.9g')
+    steps = {m: r.save(out/f"step-{m.split(' ')[0]}")['report'] for m, r in res.steps.items()}
+    lines = ['# aidetect evaluation of a sequence', '', f'Sequence: `{res.folder}`.' if res.folder else '',
+             'Each step of the sequence evaluated on every test dataset; a cell is in-distribution when the step was '
+             'trained on its domain(s). `prob_f1` is the probabilistic F1 (no threshold); the other metrics and their '
+             "definitions are in each step's report.", '', markdown_table(res.summary()), '', f'![sequence]({files["figure"].name})',
+             '', 'Files: `sequence_eval.csv` (the table, every metric), `predictions.csv` (every image, every step; column '
+             '`model`), `sequence.png` (the figure), and a full evaluation report per step:', '']
+    lines += [f'- {m}: [{p.relative_to(out)}]({p.relative_to(out)})' for m, p in steps.items()]
+    files['report'] = out/'report.md'
+    files['report'].write_text('\n'.join(lines) + '\n')
+    return dict(files, steps=steps)
 
 # %% ../nbs/27_sequence.ipynb #125d3855
+def asks_for_sequence(argv: list) -> bool:
+    "Does an `aidetect train` command line ask for a sequence (`--incremental`)?"
+    return '--incremental' in argv
+
+def names_a_sequence(argv: list) -> bool:
+    "Is the model of an `aidetect eval` command line a sequence (its first positional argument)?"
+    first = next((a for a in argv[1:] if not a.startswith('-')), None) if argv and argv[0] == 'eval' else \
+        next((a for a in argv if not a.startswith('-')), None)
+    return first is not None and is_sequence(first)
+
 @delegates(train_cli)
-def cli_train(*datasets: str,   # dataset folder(s) with a manifest.csv; with --incremental, the sequence in training order
+def cli_train_sequence(*datasets: str,   # dataset folder(s) with a manifest.csv; with --incremental, the sequence in training order
               incremental: bool = False,   # train a sequence: step k on datasets 1..k from step k-1's weights; --out is then a folder
               replay: float = None,   # with --incremental: step k trains on dataset k plus this fraction of each earlier one
               **kwargs):
@@ -270,7 +318,7 @@ def cli_train(*datasets: str,   # dataset folder(s) with a manifest.csv; with --
     if this_process().is_main: print(f"sequence of {len(seq['steps'])} steps in {out}: {Path(out)/SEQUENCE}")
 
 @delegates(eval_cli)
-def cli_eval(model: str,   # model path (base name, .json or .safetensors; .pkl needs --allow-pickle), or a sequence's sequence.json
+def cli_eval_sequence(model: str,   # model path (base name, .json or .safetensors; .pkl needs --allow-pickle), or a sequence's sequence.json
              *datasets: str,   # test dataset folders (or their manifest.csv)
              **kwargs):
     "Evaluate a detector on each test dataset (accuracy, precision, recall, F1, ROC AUC, AP, probabilistic F1; AI positive), or every step of a sequence."
@@ -282,8 +330,10 @@ def cli_eval(model: str,   # model path (base name, .json or .safetensors; .pkl 
     if len(set(names)) != len(names): raise AidetectError('test dataset names must differ; pass --names')
     threshold, bs = kwargs.get('threshold', 0.5), kwargs.get('bs', 64)
     check_range('threshold', threshold, 0, 1); check_range('bs', bs, 1)
-    table = evaluate_sequence(model, dict(zip(names, datasets)), threshold, bs, kwargs.get('bootstrap', 0))
+    res = evaluate_sequence(model, dict(zip(names, datasets)), threshold, bs, kwargs.get('bootstrap', 0),
+                            device=kwargs.get('device'))
     if not this_process().is_main: return
-    print(format_table(table[['model', 'dataset', 'in_distribution', 'n', *SEQUENCE_METRICS]]))
-    files = write_sequence_report(table, kwargs.get('report') or load_sequence(model)[1])
-    print(f"wrote {files['table']} and {files['figure']}")
+    print(format_table(res.summary()))
+    files = res.save(kwargs.get('report') or load_sequence(model)[1])
+    print(f"report: {files['report']} (+ {files['table'].name}, {files['figure'].name}, {files['predictions'].name}, "
+          f"a report per step in step-1/ ... step-{len(res.steps)}/)")

@@ -1,5 +1,4 @@
-"""One line from a dataset folder to a trained fastai `Learner`: DataBlock over manifest rows, split by group,
-`vision_learner`, `lr_find`, `fine_tune`, and a safe export.
+"""One line from a dataset folder to a trained fastai `Learner`: DataBlock over manifest rows, split by group, `vision_learner`, `lr_find`, `fine_tune`, and a safe export.
 
 Docs: https://aidetect.github.io/aidetect/train.html.md"""
 
@@ -8,43 +7,39 @@ Docs: https://aidetect.github.io/aidetect/train.html.md"""
 # %% ../nbs/20_train.ipynb #c9c1ed7f
 from __future__ import annotations
 from .core import AidetectError, check_range, progress_bars   # first: it hides known third-party warnings before fastai is imported
-import contextlib, functools, json, os, shutil, subprocess, sys, tempfile, time, warnings
+import contextlib, dataclasses, inspect, io, json, os, shutil, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
+from typing import Annotated
 from urllib.error import URLError
 
-import io, random
-import numpy as np, pandas as pd, torch
-import torchvision
-from PIL import Image, ImageFilter
-from torch import nn
-from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColReader, Resize, ResizeMethod, RandomCrop,
-                               Normalize, IntToFloatTensor, Transform, RandTransform, imagenet_stats, aug_transforms,
-                               vision_learner, create_vision_model, create_timm_model, create_body, model_meta, Learner,
-                               PILImage, ConvLayer, Flatten, CrossEntropyLossFlat, accuracy, skm_to_fastai,
-                               RocAucBinary, TensorImage, fa_collate)
+import numpy as np, pandas as pd, torch, torchvision
+from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColReader, Normalize, IntToFloatTensor,
+                               RandTransform, vision_learner, create_body, model_meta, Learner, PILImage,
+                               CrossEntropyLossFlat, accuracy, skm_to_fastai, RocAucBinary, TensorImage, fa_collate)
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.data import WeightedDL
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.optimizer import Adam, SGD, RMSProp, Lamb, ranger
-import torch.nn.functional as F
 from fastai.distributed import DistributedDL
 from fastcore.basics import patch
+from fastcore.meta import delegates
 from sklearn.metrics import precision_score, recall_score, f1_score
+from .script import delegates_many
 from .images import BadImage, open_image
 from .dataset import LABELS, SPLITS, load_datasets, group_keys, group_split_idxs, split_idxs, count_table, manifest_hash, preflight
-from .gen.distributor import Distributor
-from fastcore.meta import delegates
-from typing import Annotated
+from .process import Distributor, this_process, default_workers
+from .model import (resolve_arch, norm_of, norm_stats, draft_size, precision_for, AUGMENTATIONS, WeightsUnavailable,
+                            load_body_weights, weights_unavailable)
+from .augment import item_tfms, batch_tfms, need_watermark
+from .metrics import best_cut, THRESHOLD_RULE
+from .detector import model_files, save_detector
 
 # %% auto #0
-__all__ = ['WATERMARK_EXTRA', 'AUGMENTATIONS', 'ITEM_COLUMNS', 'OPTIMIZERS', 'DEFAULT_LR', 'THRESHOLD_RULE', 'DetectorImage',
-           'simple_cnn', 'resolve_arch', 'build_model', 'norm_stats', 'WeightsUnavailable', 'load_body_weights',
-           'CropBottom', 'RandomGaussianBlur', 'RandomGrayscale', 'RandomJPEG', 'need_watermark', 'RandomWatermark',
-           'decode_watermark', 'CropResize', 'item_tfms', 'batch_tfms', 'draft_size', 'OpenImage', 'detector_dblock',
-           'this_process', 'usable_rows', 'balance_weights', 'BalancedDL', 'default_workers', 'collate_channels_last',
-           'detector_dls', 'detector_metrics', 'precision_for', 'opt_func', 'detector_files', 'load_detector_weights',
-           'detector_learner', 'suggest_lr', 'epoch_lines', 'best_cut', 'validation_threshold', 'best_checkpoint',
-           'train_detector', 'training_summary', 'norm_of', 'detector_info', 'export_detector', 'cli_train']
+__all__ = ['ITEM_COLUMNS', 'OPTIMIZERS', 'DEFAULT_LR', 'DetectorImage', 'OpenImage', 'detector_dblock', 'usable_rows',
+           'balance_weights', 'BalancedDL', 'collate_channels_last', 'detector_dls', 'detector_metrics', 'opt_func',
+           'TrainRun', 'load_detector_weights', 'detector_learner', 'suggest_lr', 'epoch_lines', 'validation_threshold',
+           'best_checkpoint', 'fit_detector', 'check_training', 'train_detector', 'training_summary', 'export_detector',
+           'cli_train']
 
 # %% ../nbs/20_train.ipynb #d2baffc7
 class DetectorImage(PILImage):
@@ -56,198 +51,7 @@ class DetectorImage(PILImage):
             except BadImage as e: raise BadImage(e.reason, f'{fn}: {e.detail}') from None
         return super().create(fn, **kwargs)
 
-# %% ../nbs/20_train.ipynb #44e476fb
-def simple_cnn(pretrained: bool = False, widths=(32, 64, 128, 256)) -> nn.Sequential:
-    "A small plain CNN (stride-2 conv blocks, then pooling): a from-scratch baseline for `vision_learner`."
-    if pretrained: raise AidetectError('simple_cnn has no pretrained weights: train it with --no-pretrained')
-    layers, c = [], 3
-    for w in widths: layers += [ConvLayer(c, w, stride=2), ConvLayer(w, w)]; c = w
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), Flatten(), nn.Linear(c, 1000))
-
-def resolve_arch(name: str) -> tuple:
-    "('torchvision'|'timm'|'simple_cnn', what builds it) for architecture `name`, or an error saying how to list names."
-    if name == 'simple_cnn': return 'simple_cnn', simple_cnn
-    import timm
-    tv = torchvision.models.list_models()
-    if name.startswith('torchvision/') and name.removeprefix('torchvision/') in tv:
-        return 'torchvision', getattr(torchvision.models, name.removeprefix('torchvision/'))
-    fn = getattr(torchvision.models, name, None) if name in tv else None
-    if fn is not None and fn in model_meta: return 'torchvision', fn   # fastai's own: it knows their cut and split
-    tname = name.removeprefix('timm/')
-    if timm.is_model(tname): return 'timm', tname
-    if fn is not None: return 'torchvision', fn
-    raise AidetectError(f"unknown architecture {name!r}. Use simple_cnn, a torchvision name "
-                        "(python -c 'import torchvision; print(torchvision.models.list_models())') or a timm name "
-                        "(python -c 'import timm; print(timm.list_models(\"*efficientnet*\"))')")
-
-# %% ../nbs/20_train.ipynb #6038e9e5
-def build_model(arch: str, n_out: int = 2, pretrained: bool = False) -> nn.Module:
-    "The body + head network of `arch` that `detector_learner` trains."
-    kind, fn = resolve_arch(arch)
-    if kind == 'timm': return create_timm_model(fn, n_out, pretrained=pretrained)[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', FutureWarning)
-        return create_vision_model(fn, n_out, pretrained=pretrained)
-
-# %% ../nbs/20_train.ipynb #e93986c2
-def norm_stats(arch: str) -> tuple:
-    "(mean, std) the pretrained weights of `arch` expect."
-    kind, fn = resolve_arch(arch)
-    if kind == 'timm':
-        import timm
-        cfg = timm.get_pretrained_cfg(fn)
-        if cfg is not None and cfg.mean and len(cfg.mean) == 3: return list(cfg.mean), list(cfg.std)
-    return list(imagenet_stats[0]), list(imagenet_stats[1])
-
-# %% ../nbs/20_train.ipynb #60aeb9eb
-class WeightsUnavailable(AidetectError):
-    "Pretrained weights were asked for but could not be downloaded."
-
-def _weights_help(arch: str, err: Exception) -> WeightsUnavailable:
-    kind, fn = resolve_arch(arch)
-    if kind == 'timm':
-        import timm
-        cfg = timm.get_pretrained_cfg(fn)
-        what = f"the Hugging Face Hub repo {cfg.hf_hub_id}" if cfg and cfg.hf_hub_id else f'timm weights for {fn}'
-        cache = f"fill the Hugging Face cache on a machine with internet: hf download {cfg.hf_hub_id}" if cfg and cfg.hf_hub_id \
-            else 'fill the timm cache'
-    else:
-        try: url = torchvision.models.get_model_weights(fn).DEFAULT.url
-        except Exception: url = None
-        fname = url.rsplit('/', 1)[-1] if url else f'{arch} weights'
-        what = fname + (f' ({url})' if url else '')
-        cache = f"put {fname} in {Path(torch.hub.get_dir())/'checkpoints'}"
-    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-    return WeightsUnavailable(
-        f"pretrained ImageNet weights for {arch} could not be downloaded: {what} ({first}).\n"
-        f"  Either: pass a local state dict for {arch} with --weights FILE (weights=FILE),\n"
-        f"  or {cache},\n"
-        f"  or train from scratch with --no-pretrained (pretrained=False).")
-
-def load_body_weights(learn: Learner, arch: str, file) -> Learner:
-    "Load a state dict for `arch` (a .pth/.pt or .safetensors file of the full ImageNet model) into `learn`'s body."
-    f = Path(file)
-    if not f.exists(): raise AidetectError(f'--weights {f} does not exist')
-    if f.suffix == '.safetensors':
-        from safetensors.torch import load_file
-        sd = load_file(str(f))
-    else: sd = torch.load(f, map_location='cpu', weights_only=True)
-    if isinstance(sd, dict) and 'state_dict' in sd and isinstance(sd['state_dict'], dict): sd = sd['state_dict']
-    kind, fn = resolve_arch(arch)
-    try:
-        if kind == 'timm':
-            import timm
-            m = timm.create_model(fn, pretrained=False, num_classes=0)
-            missing, _ = m.load_state_dict(sd, strict=False)
-            if missing: raise RuntimeError(f'{len(missing)} weights missing, e.g. {missing[0]}')
-            learn.model[0].model.load_state_dict(m.state_dict())
-        else:
-            m = fn(weights=None) if kind == 'torchvision' else fn()
-            m.load_state_dict(sd)
-            body = create_body(m, 3, True, model_meta.get(fn, {}).get('cut'))
-            learn.model[0].load_state_dict(body.state_dict())
-    except RuntimeError as e:
-        raise AidetectError(f'{f} is not a state dict of {arch}: {str(e).splitlines()[0][:300]}') from None
-    return learn
-
-# %% ../nbs/20_train.ipynb #fc8cecf4
-class CropBottom(Transform):
-    "Remove the bottom `px` rows of an image (both training and validation)."
-    order = 0
-    def __init__(self, px: int = 16): self.px = px
-    def encodes(self, x: PILImage): return type(x)(x.crop((0, 0, x.width, max(1, x.height - self.px))))
-
-class RandomGaussianBlur(RandTransform):
-    "Gaussian blur with probability `p` and σ drawn from `sigma` (training only)."
-    order, split_idx = 0, 0
-    def __init__(self, p: float = 0.5, sigma=(0.0, 3.0)): super().__init__(p=p); self.sigma = sigma
-    def encodes(self, x: PILImage): return type(x)(x.filter(ImageFilter.GaussianBlur(random.uniform(*self.sigma))))
-
-class RandomGrayscale(RandTransform):
-    "Grayscale (kept as 3 channels) with probability `p` (training only)."
-    order, split_idx = 0, 0
-    def encodes(self, x: PILImage): return type(x)(x.convert('L').convert('RGB'))
-
-class RandomJPEG(RandTransform):
-    "JPEG re-compression with probability `p` at a quality drawn from `quality` (training only)."
-    order, split_idx = 0, 0
-    def __init__(self, p: float = 0.5, quality=(30, 100)): super().__init__(p=p); self.quality = quality
-    def encodes(self, x: PILImage):
-        b = io.BytesIO(); x.save(b, 'JPEG', quality=random.randint(*self.quality))
-        return type(x)(Image.open(b).convert('RGB'))
-
-# %% ../nbs/20_train.ipynb #4729b1b1
-WATERMARK_EXTRA = "pip install 'aidetect[watermark]'"
-
-def need_watermark():
-    "`imwatermark` (the invisible-watermark package), or an error that says how to install it."
-    try: import imwatermark
-    except ImportError as e:
-        raise AidetectError(f"the epstein recipe's invisible-watermark step needs the invisible-watermark package "
-                            f"({e}): {WATERMARK_EXTRA}") from None
-    return imwatermark
-
-class RandomWatermark(RandTransform):
-    "With probability `p`, embed a random `bits`-bit payload with invisible-watermark's `method` (training only)."
-    order, split_idx = 0, 0
-    min_pixels = 256 * 256   # invisible-watermark raises for images with fewer pixels (an area check, not per side)
-    def __init__(self, p: float = 0.2, method: str = 'dwtDct', bits: int = 48):
-        super().__init__(p=p); self.method, self.bits, self.payload = method, bits, None
-    def encodes(self, x: PILImage):
-        if x.width * x.height < self.min_pixels: return x
-        enc = need_watermark().WatermarkEncoder()
-        self.payload = random.getrandbits(self.bits).to_bytes(self.bits // 8, 'big')   # kept: tests decode it
-        enc.set_watermark('bytes', self.payload)
-        bgr = enc.encode(np.ascontiguousarray(np.asarray(x)[:, :, ::-1]), self.method)   # OpenCV's BGR order
-        return type(x)(Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1])))
-
-def decode_watermark(im: Image.Image, bits: int = 48, method: str = 'dwtDct') -> bytes:
-    "The `bits`-bit payload invisible-watermark's decoder reads from `im` (arbitrary bytes when there is none)."
-    return need_watermark().WatermarkDecoder('bytes', bits).decode(np.ascontiguousarray(np.asarray(im)[:, :, ::-1]), method)
-
-# %% ../nbs/20_train.ipynb #dbf4ec71
-class CropResize(Resize):
-    "fastai's `Resize(size, method='crop')` on uint8 tensors: the crop box resized with PyTorch's antialiased bilinear filter."
-    def __init__(self, size: int | tuple): super().__init__(size, ResizeMethod.Crop)
-    def encodes(self, x: Image.Image):
-        w, h = x.size
-        m = min(w / self.size[0], h / self.size[1])   # fastai's arithmetic, so the boxes are the same
-        cw, ch = int(m * self.size[0]), int(m * self.size[1])
-        l, t = int(self.pcts[0] * (w - cw)), int(self.pcts[1] * (h - ch))
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', UserWarning)   # PIL's pixels are read-only; they are only read here
-            hwc = torch.from_numpy(np.asarray(x))
-        box = hwc[t:t + ch, l:l + cw].permute(2, 0, 1)[None].contiguous(memory_format=torch.channels_last)
-        out = F.interpolate(box, size=(self.size[1], self.size[0]), mode='bilinear', antialias=True, align_corners=False)
-        return TensorImage(out[0])
-
-# %% ../nbs/20_train.ipynb #b8064816
-AUGMENTATIONS = ('none', 'fastai', 'epstein', 'cnndetection')
-
-def _check_aug(aug):
-    if aug not in AUGMENTATIONS:
-        raise AidetectError(f"unknown augmentation recipe {aug!r}; use one of {', '.join(AUGMENTATIONS)}")
-
-def item_tfms(aug: str = 'fastai', size: int = 224) -> list:
-    "Item transforms of recipe `aug` at `size` px: what both training and inference apply to one image."
-    _check_aug(aug)
-    if aug == 'epstein':
-        return [RandomWatermark(p=0.2), CropBottom(16), RandomGaussianBlur(p=0.01), RandomGrayscale(p=0.05), RandomCrop(size)]
-    if aug == 'cnndetection': return [RandomGaussianBlur(p=0.5), RandomJPEG(p=0.5), CropResize(size)]
-    return [CropResize(size)]
-
-def batch_tfms(aug: str = 'fastai', size: int = 224) -> list:
-    "Batch augmentations of recipe `aug` (training only)."
-    _check_aug(aug)
-    return aug_transforms() if aug == 'fastai' else []
-
 # %% ../nbs/20_train.ipynb #76921480
-def draft_size(aug: str = 'fastai', size: int = 224, train: bool = False) -> tuple | None:
-    "The least width×height recipe `aug` needs decoded to make `size` px inputs; None: full size (native pixels)."
-    _check_aug(aug)
-    if aug == 'epstein' or (aug == 'cnndetection' and train): return None
-    return (2 * size, 2 * size)
-
 class OpenImage(RandTransform):
     "Open an image file as a `DetectorImage`, decoded at the reduced scale `draft_size` allows for training or validation."
     split_idx, order = None, 0   # both splits; what it may skip depends on which (`before_call`)
@@ -276,11 +80,6 @@ def detector_dblock(size: int = 224, valid_pct: float = 0.2, seed: int = 42, aug
                      batch_tfms=[*batch_tfms(aug, size), Normalize.from_stats(*norm_stats(arch))])
 
 # %% ../nbs/20_train.ipynb #3abfe55f
-@functools.lru_cache(maxsize=None)
-def this_process() -> Distributor:
-    "This process's place among those `accelerate launch` started (rank 0 of 1 otherwise); one per process."
-    return Distributor()   # made once: under a launcher it joins the process group and watches the launcher
-
 def usable_rows(df: pd.DataFrame, strict: bool = False, workers: int | None = None,
                 verbose: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     "(usable rows, excluded dataset/path/reason rows) of manifest rows `df`, every file checked; `strict`: fail instead."
@@ -319,12 +118,6 @@ class BalancedDL(WeightedDL):
         if self.n == 0 or not self.shuffle: return super().get_idxs()
         return list(np.random.choice(len(self.dataset), self.n, p=self.wgts))
 
-def default_workers(n_items: int | None = None) -> int:
-    "DataLoader workers: one per core this process may use (shared with the other processes of a distributed run)."
-    if n_items is not None and n_items < 256: return 0   # below this, starting the workers costs more than they save
-    from fastai.torch_core import num_cpus
-    return max(1, min(16, num_cpus() // int(os.environ.get('LOCAL_WORLD_SIZE', 1))))
-
 ITEM_COLUMNS = ('dataset', 'path', 'file', 'label', 'group', 'domain', 'category', 'generator', 'is_valid')
 
 def collate_channels_last(items) -> tuple:
@@ -341,9 +134,16 @@ def collate_channels_last(items) -> tuple:
         return type(xs[0])(torch.stack(hwc, out=out).permute(0, 3, 1, 2))
     return tuple(stack(list(xs)) for xs in zip(*items))
 
-def detector_dls(source, size: int = 224, bs: int = 64, valid_pct: float = 0.2, seed: int = 42, aug: str = 'fastai',
-                 arch: str = 'resnet34', balance: bool = False, workers: int | None = None, device=None,
-                 strict: bool = False, verbose: bool = True, split: str = 'random', draws: int | None = None):
+def detector_dls(source, size: int = 224, arch: str = 'resnet34', seed: int = 42,
+                 bs: int = 64,                # batch size (of one step, shared by the processes of a distributed run)
+                 valid_pct: float = 0.2,      # share of groups held out for validation (random split)
+                 split: str = 'random',       # validation split: random (by group) or official (the datasets' own split column)
+                 aug: str = 'fastai',         # augmentation recipe: none, fastai, epstein or cnndetection
+                 balance: bool = False,       # sample batches so each class, and each domain within it, is seen equally often
+                 workers: int | None = None,  # image-decoding processes (default: one per core; none for small datasets)
+                 device: str | None = None,   # cpu or cuda (default: cuda if available)
+                 strict: bool = False,        # refuse to train when a file cannot be read (default: leave it out)
+                 verbose: bool = True, draws: int | None = None):
     "DataLoaders for dataset folder(s) or a manifest DataFrame `source`, split by group (or officially), unusable files left out."
     if aug == 'epstein': need_watermark()   # fail before reading any data, not at the first watermarked batch
     df = load_datasets(source)
@@ -395,17 +195,8 @@ def detector_metrics() -> list:
     prf = [skm_to_fastai(m, pos_label=1, zero_division=0) for m in (precision_score, recall_score, f1_score)]
     return [accuracy, *prf, RocAucBinary()]
 
-def precision_for(mixed_precision: str | None, device) -> str:
-    "'bf16', 'fp16' or 'no': `mixed_precision` checked, or the default for `device` (bf16 on GPUs that have it)."
-    if mixed_precision not in (None, 'bf16', 'fp16', 'no'):
-        raise AidetectError(f'--mixed-precision must be bf16, fp16 or no, got {mixed_precision!r}')
-    cuda = torch.device(device).type == 'cuda'
-    if mixed_precision in ('bf16', 'fp16') and not cuda:   # fastai's MixedPrecision autocasts on CUDA only
-        raise AidetectError(f'--mixed-precision {mixed_precision} needs a CUDA GPU; on {device} use no')
-    if mixed_precision is not None: return mixed_precision
-    if not cuda: return 'no'
-    return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
 
+# %% ../nbs/20_train.ipynb #d293eccd
 OPTIMIZERS = dict(adam=Adam, sgd=SGD, rmsprop=RMSProp, lamb=Lamb, ranger=ranger)
 
 def opt_func(name: str = 'adam'):
@@ -413,26 +204,61 @@ def opt_func(name: str = 'adam'):
     if name not in OPTIMIZERS: raise AidetectError(f"unknown optimiser {name!r}; use one of {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name]
 
-def detector_files(path) -> tuple[Path, Path]:
-    "(.safetensors, .json) of the saved detector `path` (base name, .json or .safetensors), or an error."
-    p = Path(path)
-    base = p.with_suffix('') if p.suffix in ('.json', '.safetensors', '.pkl') else p
-    st, js = base.with_name(base.name + '.safetensors'), base.with_name(base.name + '.json')
-    if not (st.exists() and js.exists()): raise AidetectError(f'{path}: no detector there ({st.name} and {js.name} are needed)')
-    return st, js
 
+# %% ../nbs/20_train.ipynb #277b1654
+@dataclasses.dataclass
+class TrainRun:
+    "One training run's facts: how the learner was made, the settings it ran with, and what it found and kept."
+    arch: str
+    pretrained: bool = False
+    weights_file: str | None = None
+    init_file: str | None = None
+    precision: str = 'no'
+    settings: dict = dataclasses.field(default_factory=dict)   # every setting of `train_detector`, defaults filled in
+    lr: float | None = None               # the learning rate used: given, or lr_find's suggestion
+    threshold: float | None = None        # picked on the validation split (see `validation_threshold`)
+    threshold_rule: str = 'none: not tuned'
+    epochs_run: int = 0                   # validations recorded (epochs, or evaluation steps)
+    best_epoch: int | None = None         # the recorded validation whose weights were kept; None: the last
+    steps_run: int | None = None
+    images_seen: int = 0
+    seconds: float = 0.
+    processes: int = 1
+
+    @property
+    def aug(self) -> str: return self.settings.get('aug', 'fastai')
+
+    @property
+    def kept_epoch(self) -> int | None:
+        "The recorded validation whose weights the model has: the best checkpoint, else the last."
+        return self.best_epoch if self.best_epoch is not None else (self.epochs_run - 1 if self.epochs_run else None)
+
+    @property
+    def schedule(self) -> dict:
+        "How training was counted and stopped, as NAME.json records it."
+        s = self.settings
+        return dict(steps=s.get('steps'), eval_every=s.get('eval_every') if s.get('steps') else None,
+                    patience=s.get('patience'), opt=s.get('opt', 'adam'), wd=s.get('wd'), epochs_run=self.epochs_run,
+                    best_epoch=self.best_epoch, kept_epoch=self.kept_epoch, **({} if self.steps_run is None else dict(steps_run=self.steps_run)))
+
+# %% ../nbs/20_train.ipynb #08dcfd2b
 def load_detector_weights(learn: Learner, path, arch: str) -> Learner:
     "Load the weights of the saved detector `path` into `learn`'s model, built for `arch` (it must be the same)."
     from safetensors.torch import load_file
-    st, js = detector_files(path)
-    was = json.loads(js.read_text()).get('arch')
+    f = model_files(path)
+    was = json.loads(f['json'].read_text()).get('arch')
     if was != arch: raise AidetectError(f'{path} is a {was} detector; train it on with --arch {was}')
-    learn.model.load_state_dict(load_file(str(st)))
+    learn.model.load_state_dict(load_file(str(f['safetensors'])))
     return learn
 
-def detector_learner(dls, arch: str = 'resnet34', pretrained: bool = True, weights=None, metrics=None,
-                     mixed_precision: str | None = None, channels_last: bool | None = None, compile: bool = False,
-                     init=None, **kwargs) -> Learner:
+def detector_learner(dls, arch: str = 'resnet34', pretrained: bool = True,
+                     weights: str | None = None,  # local ImageNet state dict for `arch` (.pth or .safetensors)
+                     init: str | None = None,     # start from this saved detector's weights (base name, .json or .safetensors) instead of ImageNet's
+                     opt: str = 'adam',           # optimiser: adam, sgd, rmsprop, lamb or ranger (fastai's)
+                     wd: float | None = None,     # weight decay (default: the optimiser's, 0.01 for adam)
+                     mixed_precision: str | None = None,  # bf16, fp16 or no (default: bf16 on GPUs that have it, else fp16; no on CPU)
+                     compile: bool = False,       # torch.compile the model (minutes of compiling, then faster steps)
+                     channels_last: bool | None = None, metrics=None, **kwargs) -> Learner:
     "A fastai `vision_learner` for `dls`: `arch` by name, ImageNet weights (downloaded, or the local file `weights`), or a saved detector's (`init`)."
     kind, fn = resolve_arch(arch)
     if init is not None: pretrained, weights = False, None   # the detector's weights replace ImageNet's
@@ -443,19 +269,20 @@ def detector_learner(dls, arch: str = 'resnet34', pretrained: bool = True, weigh
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', FutureWarning)
             learn = vision_learner(dls, fn, pretrained=download, loss_func=CrossEntropyLossFlat(), normalize=False,
-                                   metrics=detector_metrics() if metrics is None else metrics, **kwargs)
+                                   metrics=detector_metrics() if metrics is None else metrics, opt_func=opt_func(opt),
+                                   **({} if wd is None else dict(wd=wd)), **kwargs)
     except (URLError, ConnectionError, OSError) as e:
         if not download: raise
-        raise _weights_help(arch, e) from e
+        raise weights_unavailable(arch, e) from e
     if weights is not None:
         load_body_weights(learn, arch, weights)
         learn.freeze()
     if init is not None: load_detector_weights(learn, init, arch)
-    learn.arch_name, learn.pretrained, learn.weights_file = arch, bool(pretrained or weights), str(weights or '') or None
-    learn.init_file = str(init) if init is not None else None
+    learn.facts = TrainRun(arch, pretrained=bool(pretrained or weights), weights_file=str(weights or '') or None,
+                         init_file=str(init) if init is not None else None,
+                         precision=precision_for(mixed_precision, dls.device))   # fastai's MixedPrecision: autocast (+ scaler)
     cuda = torch.device(dls.device).type == 'cuda'
-    learn.precision = precision_for(mixed_precision, dls.device)   # fastai's MixedPrecision callback: autocast (+ scaler)
-    if learn.precision != 'no': learn.to_bf16() if learn.precision == 'bf16' else learn.to_fp16()
+    if learn.facts.precision != 'no': learn.to_bf16() if learn.facts.precision == 'bf16' else learn.to_fp16()
     if cuda if channels_last is None else channels_last: learn.add_cb(ChannelsLast())
     if compile: learn.model.compile()
     return learn
@@ -491,23 +318,7 @@ def epoch_lines(learn: Learner):
         try: yield learn
         finally: learn.logger = old
 
-# %% ../nbs/20_train.ipynb #702269dd
-from sklearn.metrics import roc_curve
-
-THRESHOLD_RULE = 'maximises balanced accuracy on the validation split (ties: the cut nearest 0.5)'
-
-def best_cut(y_true, prob, rule: str = 'balanced_accuracy') -> tuple[float, float]:
-    "(threshold, score) of the P(AI) cut maximising `rule` ('balanced_accuracy' or 'accuracy') for 0/1 labels `y_true`."
-    y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
-    if len(y) == 0 or y.min() == y.max(): return float('nan'), float('nan')   # one class: no cut to choose
-    fpr, tpr, th = roc_curve(y, p, drop_intermediate=False)   # cut i: AI at p >= th[i]; th[0] = inf (nothing AI)
-    n_ai = y.sum()
-    score = (tpr + 1 - fpr) / 2 if rule == 'balanced_accuracy' else (tpr * n_ai + (1 - fpr) * (len(y) - n_ai)) / len(y)
-    cut = (np.where(np.isinf(th), 1.0, th) + np.r_[th[1:], 0.0]) / 2   # halfway to the next lower score
-    best = np.flatnonzero(score >= score.max() - 1e-12)
-    i = best[np.argmin(np.abs(cut[best] - 0.5))]
-    return float(cut[i]), float(score[i])
-
+# %% ../nbs/20_train.ipynb #05c3dc51
 def validation_threshold(learn: Learner) -> dict:
     "`threshold` and `threshold_rule` for NAME.json: `best_cut` on `learn`'s validation split (None without both classes)."
     if not len(learn.dls.valid_ds): return dict(threshold=None, threshold_rule='none: no validation split')
@@ -574,114 +385,130 @@ def _best_epoch(learn: Learner) -> int | None:
     losses = [float(r[1]) for r in learn.recorder.values if len(r) > 1 and r[1] is not None]
     return int(np.nanargmin(losses)) if losses and not np.isnan(losses).all() else None
 
-# %% ../nbs/20_train.ipynb #805f8bfb
-def train_detector(source,                     # dataset folder(s), or a manifest DataFrame (an `is_valid` column keeps its split)
-                   arch: str = 'resnet34',     # torchvision or timm name (timm/NAME to prefer timm), or simple_cnn
-                   epochs: int = 3,            # epochs of full training
-                   freeze_epochs: int = 1,     # epochs training only the head first (pretrained only)
-                   size: int = 224,            # input size in px
-                   bs: int = 64,               # batch size (of one step, shared by the processes of a distributed run)
-                   lr: float | None = None,    # learning rate (default: lr_find's suggestion)
-                   pretrained: bool = True,    # start from ImageNet weights (--no-pretrained: from scratch)
-                   weights: str | None = None, # local ImageNet state dict for `arch` (.pth or .safetensors)
-                   valid_pct: float = 0.2,     # share of groups held out for validation (random split)
-                   split: str = 'random',      # validation split: random (by group) or official (the datasets' own split column)
-                   seed: int = 42,             # seed of the split and the training
-                   aug: str = 'fastai',        # augmentation recipe: none, fastai, epstein or cnndetection
-                   balance: bool = False,      # sample batches so each class, and each domain within it, is seen equally often
-                   steps: int | None = None,   # train for this many optimiser steps instead of epochs (balanced batches, constant lr, best checkpoint kept)
-                   eval_every: int = 100,      # with --steps: validate every this many steps
-                   patience: int | None = None,  # stop after this many validations without a lower valid_loss (the best checkpoint is restored)
-                   opt: str = 'adam',          # optimiser: adam, sgd, rmsprop, lamb or ranger (fastai's)
-                   wd: float | None = None,    # weight decay (default: the optimiser's, 0.01 for adam)
-                   init: str | None = None,    # start from this saved detector's weights (base name, .json or .safetensors) instead of ImageNet's
-                   lr_find_its: int = 100,     # iterations of the learning-rate finder
-                   show_plot: bool = False,    # plot lr_find's curve
-                   workers: int | None = None, # image-decoding processes (default: one per core; none for small datasets)
-                   device: str | None = None,  # cpu or cuda (default: cuda if available)
-                   mixed_precision: str | None = None,  # bf16, fp16 or no (default: bf16 on GPUs that have it, else fp16; no on CPU)
-                   compile: bool = False,      # torch.compile the model (minutes of compiling, then faster steps)
-                   strict: bool = False,       # refuse to train when a file cannot be read (default: leave it out)
-                   verbose: bool = True,       # print counts, the lr and fastai's epoch table
-                  ) -> Learner:
-    "Train a real/AI detector on dataset folder(s) `source`: DataLoaders, `vision_learner`, `lr_find`, `fine_tune` (or `steps` balanced steps)."
-    from fastai.torch_core import set_seed
-    check_range('epochs', epochs, 1); check_range('freeze_epochs', freeze_epochs, 0); check_range('size', size, 1)
-    check_range('bs', bs, 1); check_range('valid_pct', valid_pct, 0, 1, hi_open=True)
-    if steps is not None:
-        check_range('steps', steps, 1); check_range('eval_every', eval_every, 1)
-        if steps % eval_every:
-            raise AidetectError(f'--steps {steps} is not a multiple of --eval-every {eval_every}; '
-                                f'use e.g. --steps {steps // eval_every * eval_every or eval_every}')
-    if patience is not None: check_range('patience', patience, 1)
-    if split not in SPLITS: raise AidetectError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if lr is not None and lr <= 0: raise AidetectError(f'lr must be positive, got {lr}')
-    if wd is not None: check_range('wd', wd, 0)
-    opt_fn = opt_func(opt)
-    if not pretrained and weights: raise AidetectError('--weights and --no-pretrained contradict each other; pick one')
-    if init is not None:
-        if weights: raise AidetectError('--init and --weights contradict each other; pick one')
-        detector_files(init)   # a wrong path fails before any data is read
-    dist = this_process()
-    if bs < dist.world: raise AidetectError(f'--bs {bs} is smaller than the {dist.world} processes; give each at least one image')
-    device = torch.device(device or dist.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    if device.type == 'cpu': device = torch.device('cpu')   # not accelerate's 'cpu:0', which torch.load can't map to
-    precision_for(mixed_precision, device)   # a wrong value fails before any data is read
-    # cuDNN's autotuner picks the fastest kernels; on a GPU that is worth more than bit-for-bit reruns
-    set_seed(seed, reproducible=device.type != 'cuda')
-    resolve_arch(arch)   # a wrong name fails before any data is read
+# %% ../nbs/20_train.ipynb #dd56bc61
+def fit_detector(learn: Learner,
+                 epochs: int = 3,            # epochs of full training
+                 lr: float | None = None,    # learning rate (default: lr_find's suggestion)
+                 freeze_epochs: int = 1,     # epochs training only the head first (pretrained only)
+                 steps: int | None = None,   # train for this many optimiser steps instead of epochs (balanced batches, constant lr, best checkpoint kept)
+                 eval_every: int = 100,      # with --steps: validate every this many steps
+                 patience: int | None = None,  # stop after this many validations without a lower valid_loss (the best checkpoint is restored)
+                 lr_find_its: int = 100,     # iterations of the learning-rate finder
+                 show_plot: bool = False,    # plot lr_find's curve
+                 verbose: bool = True) -> Learner:
+    "`lr_find`, then `fine_tune` (a trained body: `freeze_epochs` frozen, then `epochs`), `fit_one_cycle` (from scratch: `epochs`) or `steps` balanced steps; the threshold last."
+    dist, run, t0 = this_process(), learn.facts, time.time()
     verbose_here = verbose and dist.is_main
-    if steps is not None: balance = True   # the study's batches: classes, and domains within them, drawn equally
-    local_bs = bs // dist.world
-    dls = detector_dls(source, size=size, bs=local_bs, valid_pct=valid_pct, seed=seed, aug=aug, arch=arch,
-                       balance=balance, workers=workers, device=device, strict=strict, verbose=verbose_here, split=split,
-                       draws=eval_every * local_bs * dist.world if steps is not None else None)
-    if (steps is not None or patience is not None) and not len(dls.valid_ds):
-        raise AidetectError('--steps and --patience judge checkpoints on validation images; give a --valid-pct above 0')
-    learn = detector_learner(dls, arch, pretrained, weights, mixed_precision=mixed_precision, compile=compile,
-                             init=init, opt_func=opt_fn, **({} if wd is None else dict(wd=wd)))
-    trained_body = learn.pretrained or init is not None   # worth freezing while the new head settles (epoch mode)
-    t0 = time.time()
+    trained_body = run.pretrained or run.init_file is not None   # worth freezing while the new head settles (epoch mode)
     if lr is None:
         lr = _lr_of_first_process(learn, dist, lr_find_its, show_plot)
         if verbose_here: print(f'lr_find suggests {lr:.2e}')
     bars = contextlib.nullcontext() if progress_bars(stream=sys.stdout) else epoch_lines(learn)   # fastprogress draws on stdout
-    best = best_checkpoint(learn, patience, dist, verbose_here) if steps is not None or patience is not None \
-        else contextlib.nullcontext()
+    keep_best = steps is not None or patience is not None
+    best = best_checkpoint(learn, patience, dist, verbose_here) if keep_best else contextlib.nullcontext()
     with (bars if verbose_here else learn.no_bar()), (contextlib.nullcontext() if verbose_here else learn.no_logging()), \
          _distributed(learn, dist):
         with best:   # the best checkpoint is restored at the end of the fit, before the threshold is tuned on it
             if steps is not None: learn.unfreeze(); learn.fit(steps // eval_every, lr)
             elif trained_body: learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs)
-            else: learn.fit_one_cycle(epochs + freeze_epochs, lr)
+            else: learn.fit_one_cycle(epochs, lr)   # from scratch: no body to freeze, so `epochs` epochs in all
         # every process predicts its share of the validation set and fastai gathers them (one process alone would wait)
-        learn.threshold_info = validation_threshold(learn)
-    learn.lr_used, learn.train_seconds, learn.processes = lr, time.time() - t0, dist.world
-    learn.best_epoch = _best_epoch(learn) if steps is not None or patience is not None else None
-    learn.schedule = dict(steps=steps, eval_every=eval_every if steps is not None else None, patience=patience, opt=opt,
-                          wd=wd, epochs_run=len(learn.recorder.values), best_epoch=learn.best_epoch)
-    if steps is not None:
-        learn.schedule['steps_run'] = len(learn.recorder.values) * eval_every
-        learn.images_seen = learn.schedule['steps_run'] * bs
-    else: learn.images_seen = len(dls.train_ds) * (epochs + freeze_epochs if patience is None else
-                                                   len(learn.recorder.values) + freeze_epochs * trained_body)
+        found = validation_threshold(learn)
+    run.threshold, run.threshold_rule = found['threshold'], found['threshold_rule']
+    run.lr, run.seconds, run.processes, run.epochs_run = lr, time.time() - t0, dist.world, len(learn.recorder.values)
+    run.best_epoch = _best_epoch(learn) if keep_best else None
+    bs = learn.dls.train.bs * dist.world
+    if steps is not None: run.steps_run = run.epochs_run * eval_every; run.images_seen = run.steps_run * bs
+    else: run.images_seen = len(learn.dls.train_ds) * (run.epochs_run + freeze_epochs * trained_body)   # frozen epochs are not recorded
     return learn
 
+# %% ../nbs/20_train.ipynb #bebe6408
+def check_training(settings: dict) -> dict:
+    "Check every value of `train_detector`'s `settings` before any data is read; returns them."
+    s = settings
+    check_range('epochs', s['epochs'], 1); check_range('freeze_epochs', s['freeze_epochs'], 0); check_range('size', s['size'], 1)
+    check_range('bs', s['bs'], 1); check_range('valid_pct', s['valid_pct'], 0, 1, hi_open=True)
+    if s['steps'] is not None:
+        check_range('steps', s['steps'], 1); check_range('eval_every', s['eval_every'], 1)
+        if s['steps'] % s['eval_every']:
+            raise AidetectError(f"--steps {s['steps']} is not a multiple of --eval-every {s['eval_every']}; "
+                                f"use e.g. --steps {s['steps'] // s['eval_every'] * s['eval_every'] or s['eval_every']}")
+    if s['patience'] is not None: check_range('patience', s['patience'], 1)
+    if s['split'] not in SPLITS: raise AidetectError(f"--split must be one of {', '.join(SPLITS)}, got {s['split']!r}")
+    if s['lr'] is not None and s['lr'] <= 0: raise AidetectError(f"lr must be positive, got {s['lr']}")
+    if s['wd'] is not None: check_range('wd', s['wd'], 0)
+    opt_func(s['opt'])
+    if not s['pretrained'] and s['weights']: raise AidetectError('--weights and --no-pretrained contradict each other; pick one')
+    if s['init'] is not None:
+        if s['weights']: raise AidetectError('--init and --weights contradict each other; pick one')
+        model_files(s['init'])   # a wrong path fails before any data is read
+    if s['bs'] < this_process().world:
+        raise AidetectError(f"--bs {s['bs']} is smaller than the {this_process().world} processes; give each at least one image")
+    resolve_arch(s['arch'])
+    return settings
+
+def _accepts(fn, kwargs: dict) -> dict:
+    "The items of `kwargs` that `fn` takes by name."
+    return {k: v for k, v in kwargs.items() if k in inspect.signature(fn).parameters}
+
+# %% ../nbs/20_train.ipynb #805f8bfb
+@delegates_many(detector_dls, detector_learner, fit_detector,
+                but=['source', 'dls', 'learn', 'draws', 'verbose', 'metrics', 'channels_last', 'seed'])
+def train_detector(source,                  # dataset folder(s), or a manifest DataFrame (an `is_valid` column keeps its split)
+                   arch: str = 'resnet34',  # torchvision or timm name (timm/NAME to prefer timm), or simple_cnn
+                   epochs: int = 3,         # epochs of full training
+                   size: int = 224,         # input size in px
+                   pretrained: bool = True, # start from ImageNet weights (--no-pretrained: from scratch)
+                   seed: int = 42,          # seed of the split and the training
+                   verbose: bool = True,    # print counts, the lr and fastai's epoch table
+                   **kwargs) -> Learner:
+    "Train a real/AI detector on dataset folder(s) `source`: DataLoaders, `vision_learner`, `lr_find`, `fine_tune` (or `steps` balanced steps)."
+    from fastai.torch_core import set_seed
+    params = inspect.signature(train_detector).parameters
+    unknown = set(kwargs) - set(params)
+    if unknown: raise AidetectError(f"train_detector got unknown setting(s) {', '.join(sorted(unknown))}")
+    s = check_training({**{k: p.default for k, p in params.items() if k not in ('source', 'kwargs')}, **kwargs,
+                        **dict(arch=arch, epochs=epochs, size=size, pretrained=pretrained, seed=seed, verbose=verbose)})
+    dist = this_process()
+    device = torch.device(s['device'] or dist.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if device.type == 'cpu': device = torch.device('cpu')   # not accelerate's 'cpu:0', which torch.load can't map to
+    precision_for(s['mixed_precision'], device)   # a wrong value fails before any data is read
+    set_seed(seed, reproducible=device.type != 'cuda')   # cuDNN's autotuner is worth more on a GPU than bit-for-bit reruns
+    if s['steps'] is not None: s['balance'] = True   # the study's batches: classes, and domains within them, drawn equally
+    local_bs = s['bs'] // dist.world
+    dls = detector_dls(source, **{**_accepts(detector_dls, s), 'bs': local_bs, 'device': device, 'verbose': verbose and dist.is_main,
+                                  'draws': s['eval_every'] * local_bs * dist.world if s['steps'] is not None else None})
+    if (s['steps'] is not None or s['patience'] is not None) and not len(dls.valid_ds):
+        raise AidetectError('--steps and --patience judge checkpoints on validation images; give a --valid-pct above 0')
+    learn = detector_learner(dls, **_accepts(detector_learner, s))
+    learn.facts.settings = {k: v for k, v in s.items() if k != 'verbose'}
+    return fit_detector(learn, **_accepts(fit_detector, s))
+
+# %% ../nbs/20_train.ipynb #4fd29538
+def _diverged(losses) -> str:
+    "A warning when validation losses are NaN or rose by orders of magnitude from their lowest, else ''."
+    l = np.asarray(losses, dtype=float)
+    if not len(l): return ''
+    if not np.isfinite(l).all(): return 'valid_loss became NaN or infinite: training diverged; try a lower --lr'
+    if l[-1] > 100 * max(l.min(), 1e-8): return (f'valid_loss rose from {l.min():.3g} to {l[-1]:.3g}: training is diverging; '
+                                                 'try a lower --lr or more data')
+    return ''
+
 def training_summary(learn: Learner) -> str:
-    "One line: best value of each metric (and its epoch), time, images/s."
-    names = ['valid_loss'] + [m.name for m in learn.metrics]
-    vals = np.array([[float(v) for v in r[1:]] for r in learn.recorder.values]) if learn.recorder.values else None
-    parts = []
-    if vals is not None:
-        for j, n in enumerate(names):
-            col = vals[:, j]
-            if np.isnan(col).all(): continue
-            i = int(np.nanargmin(col) if n == 'valid_loss' else np.nanargmax(col))
-            every = (getattr(learn, 'schedule', None) or {}).get('eval_every')
-            parts.append(f"{n.replace('_score', '')} {col[i]:.3f} ({f'step {(i + 1) * every}' if every else f'epoch {i}'})")
-    secs = getattr(learn, 'train_seconds', 0) or 0
-    ips = getattr(learn, 'images_seen', 0) / secs if secs else 0
-    return f"best: {', '.join(parts)}; {secs:.0f}s, {ips:.1f} images/s (lr {getattr(learn, 'lr_used', float('nan')):.2e})"
+    "One line: the kept epoch (best or last) and its metrics, as saved in the model's JSON; time, images/s; a warning if diverging."
+    run, names = learn.facts, ['valid_loss'] + [m.name.replace('_score', '') for m in learn.metrics]
+    rows, every = learn.recorder.values, run.schedule.get('eval_every')
+    if not rows: return f'no epoch recorded; {run.seconds:.0f}s'
+    k = run.kept_epoch
+    when = lambda i: f'step {(i + 1) * every}' if every else f'epoch {i}'
+    kept = ', '.join(f'{n} {float(v):.3f}' for n, v in zip(names, rows[k][1:]))
+    how = 'the best checkpoint' if run.best_epoch is not None else 'the last'
+    losses = [float(r[1]) for r in rows]
+    ips = run.images_seen / run.seconds if run.seconds else 0
+    line = (f"kept {when(k)} ({how} of {len(rows)}): {kept}; lowest valid_loss {np.nanmin(losses):.3f} at "
+            f"{when(int(np.nanargmin(losses)))}; {run.seconds:.0f}s, {ips:.1f} images/s (lr {run.lr or float('nan'):.2e})")
+    warn = _diverged(losses)
+    return line + (f'\nwarning: {warn}' if warn else '')
 
 # %% ../nbs/20_train.ipynb #0f7278c1
 def _git_commit() -> str | None:
@@ -694,57 +521,38 @@ def _versions() -> dict:
     return dict(aidetect=aidetect.__version__, fastai=fastai.__version__, torch=torch.__version__,
                 torchvision=torchvision.__version__, pillow=PIL.__version__, sklearn=sklearn.__version__)
 
-def norm_of(dls) -> tuple[list, list]:
-    "(mean, std) of the `Normalize` among `dls`'s batch transforms (identity when there is none)."
-    norm = [t for t in dls.after_batch.fs if isinstance(t, Normalize)]
-    if not norm: return [0., 0., 0.], [1., 1., 1.]
-    return [float(v) for v in norm[0].mean.flatten()], [float(v) for v in norm[0].std.flatten()]
-
-def detector_info(learn: Learner) -> dict:
-    "The metadata `export_detector` writes to NAME.json."
-    dls = learn.dls
+@patch
+def info(self: TrainRun, learn: Learner) -> dict:
+    "The model's JSON: what `aidetect.detector` needs to rebuild and call it, and this run's facts."
+    dls, s = learn.dls, self.settings
     names = ['valid_loss'] + [m.name for m in learn.metrics]
-    best = getattr(learn, 'best_epoch', None)   # the checkpoint `SaveModelCallback` restored, else the last epoch
-    vals = learn.recorder.values[-1 if best is None else best][1:] if learn.recorder.values else []
+    vals = learn.recorder.values[-1 if self.best_epoch is None else self.best_epoch][1:] if learn.recorder.values else []
     num = lambda v: None if v is None or not np.isfinite(float(v)) else float(v)
-    history = [dict(zip(['train_loss'] + names, map(num, r))) for r in learn.recorder.values]
-    roots = dls.manifest.attrs.get('roots', [])
     mean, std = norm_of(dls)
-    return dict(format='aidetect-detector/1', arch=learn.arch_name, pretrained=bool(learn.pretrained),
-                weights_file=getattr(learn, 'weights_file', None), n_out=2, size=int(dls.size), aug=dls.aug,
-                mean=mean, std=std,
-                vocab=list(dls.vocab), positive='ai', balance=bool(dls.balance),
-                mixed_precision=bool(getattr(learn, 'mixed_precision', False)),
-                precision=getattr(learn, 'precision', 'no'), processes=getattr(learn, 'processes', 1),
-                excluded=dls.excluded.to_dict('records') if hasattr(dls, 'excluded') else [],
-                datasets=[dict(name=Path(r).name, path=str(r), manifest_sha256=manifest_hash(r)) for r in roots],
-                n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), seed=dls.seed, valid_pct=dls.valid_pct,
-                split=getattr(dls, 'split', 'random'),
-                train_groups=list(dls.train_groups), valid_groups=list(dls.valid_groups),
-                lr=getattr(learn, 'lr_used', None), train_seconds=getattr(learn, 'train_seconds', None),
-                metrics={n: num(v) for n, v in zip(names, vals)}, history=history,
-                schedule=getattr(learn, 'schedule', None), init=getattr(learn, 'init_file', None),
-                **(getattr(learn, 'threshold_info', None) or validation_threshold(learn)),   # the cut evaluation reports beside 0.5
+    return dict(arch=self.arch, pretrained=self.pretrained, weights_file=self.weights_file, n_out=2, size=int(dls.size),
+                aug=self.aug, mean=mean, std=std, vocab=list(dls.vocab), positive='ai', balance=bool(s.get('balance', False)),
+                mixed_precision=self.precision != 'no', precision=self.precision, processes=self.processes,
+                excluded=dls.excluded.to_dict('records'),
+                datasets=[dict(name=Path(r).name, path=str(r), manifest_sha256=manifest_hash(r))
+                          for r in dls.manifest.attrs.get('roots', [])],
+                n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), seed=s.get('seed'), valid_pct=dls.valid_pct,
+                split=s.get('split', 'random'), train_groups=list(dls.train_groups), valid_groups=list(dls.valid_groups),
+                lr=self.lr, train_seconds=self.seconds, metrics={n: num(v) for n, v in zip(names, vals)},
+                history=[dict(zip(['train_loss'] + names, map(num, r))) for r in learn.recorder.values],
+                schedule=self.schedule, init=self.init_file, threshold=self.threshold, threshold_rule=self.threshold_rule,
+                settings={k: v for k, v in s.items() if k not in ('device', 'workers')},
                 versions=_versions(), git_commit=_git_commit(), created=time.strftime('%Y-%m-%dT%H:%M:%S'))
 
 def export_detector(learn: Learner, out, pickle: bool = True) -> dict:
-    "Write `out`.pkl (fastai export; not with `pickle=False`), `out`.safetensors (weights) and `out`.json (metadata); returns the paths."
-    from safetensors.torch import save_file
+    "Write `out`.safetensors and `out`.json (`aidetect.detector.save_detector`), and `out`.pkl (fastai's export) unless `pickle=False`."
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stem = out.name[:-len(out.suffix)] if out.suffix in ('.pkl', '.json', '.safetensors') else out.name
-    base = out.parent/stem
-    info = detector_info(learn)
-    old = learn.path
-    if pickle:
-        learn.path = base.parent
-        try: learn.export(base.name + '.pkl')
-        finally: learn.path = old
-    sd = {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}
-    save_file(sd, str(base) + '.safetensors', metadata={'format': 'aidetect-detector/1', 'arch': info['arch']})
-    Path(str(base) + '.json').write_text(json.dumps(info, indent=1))
-    safe = dict(safetensors=Path(str(base) + '.safetensors'), json=Path(str(base) + '.json'))
-    return dict(pkl=Path(str(base) + '.pkl'), **safe) if pickle else safe
+    base = out.with_suffix('') if out.suffix in ('.pkl', '.json', '.safetensors') else out
+    files = save_detector(learn.model, learn.facts.info(learn), base)
+    if not pickle: return files
+    old, learn.path = learn.path, base.parent
+    try: learn.export(base.name + '.pkl')
+    finally: learn.path = old
+    return dict(pkl=Path(f'{base}.pkl'), **files)
 
 # %% ../nbs/20_train.ipynb #1a7ee839
 @delegates(train_detector, but=['source', 'lr_find_its', 'show_plot', 'verbose'])
@@ -758,5 +566,5 @@ def cli_train(*datasets: str,   # dataset folder(s) with a manifest.csv
     learn = train_detector(list(datasets), **kwargs)
     if not this_process().is_main: return   # under `accelerate launch` the first process writes the files
     files = export_detector(learn, Out)
-    print(f"{learn.arch_name}: {training_summary(learn)}")
+    print(f"{learn.facts.arch}: {training_summary(learn)}")
     print('wrote ' + ', '.join(str(p) for p in files.values()))

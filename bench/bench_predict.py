@@ -41,9 +41,9 @@ def main():
     ap.add_argument('--size', type=int, default=224); ap.add_argument('--sizes', type=int, nargs='+', default=list(SIZES))
     ap.add_argument('--workers', type=int, default=None)
     a = ap.parse_args()
-    from aidetect.train import build_model, norm_stats
+    from aidetect.model import build_model, norm_stats
     from aidetect.detector import Detector, detector_pipeline, predict_files
-    from aidetect.train import draft_size
+    from aidetect.model import draft_size
     det = Detector(build_model('resnet34'), detector_pipeline('none', a.size), *norm_stats('resnet34'),
                    draft=draft_size('none', a.size))
     sync = torch.cuda.synchronize if det.device.type == 'cuda' else (lambda: None)

@@ -35,7 +35,7 @@ def main():
 
 def run(root: Path, a):
     "Make the images under `root`, then time both sides on them at each size."
-    from aidetect.train import build_model, norm_stats
+    from aidetect.model import build_model, norm_stats
     from aidetect.detector import Detector, detector_pipeline
     from aidetect.evaluate import evaluate
     from aidetect.robustness import PERTURBATIONS, robustness

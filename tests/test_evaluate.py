@@ -5,8 +5,9 @@ import pytest, torch
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (accuracy_score, precision_score, recall_score, f1_score, roc_auc_score,
                              average_precision_score, roc_curve)
-from aidetect.evaluate import (binary_metrics, metrics_table, probabilistic_f1, confusion_state, confusion_counts,
-                               evaluate, format_table, transfer_matrix, transfer_heatmap, group_resamples, CI_COLUMNS)
+from aidetect.metrics import binary_metrics, probabilistic_f1, group_resamples, CI_COLUMNS
+from aidetect.evaluate import (metrics_table, confusion_state, confusion_counts, evaluate, format_table, transfer_matrix,
+                               transfer_heatmap)
 from aidetect.detector import Detector, detector_pipeline
 from aidetect.dataset import read_manifest, write_manifest
 from aidetect.train import train_detector

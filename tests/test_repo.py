@@ -47,9 +47,9 @@ def test_ci_runs_the_readme_test_command():
 
 
 # Modules in the order they build on each other: a module imports only modules before it (no cycles, nothing upward).
-LAYERS = ['core', 'script', 'decode', 'images', 'dataset', 'audit',
-          'gen.pipeline', 'gen.backends', 'gen.plan', 'gen.distributor', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.zoo', 'gen.cli',
-          'train', 'detector', 'evaluate', 'robustness', 'sequence', 'explain', 'app', 'prepare', 'demo', 'cli', '__main__']
+LAYERS = ['core', 'process', 'script', 'decode', 'images', 'dataset', 'pixels', 'audit',
+          'gen.pipeline', 'gen.backends', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.zoo', 'gen.cli',
+          'model', 'metrics', 'detector', 'augment', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'app', 'prepare', 'demo', 'cli', '__main__', 'all']
 
 
 def _imports(path: Path, pkg: str) -> set:
@@ -80,3 +80,23 @@ def test_imports_only_run_downward():
     assert not any(upward.values()), {m: u for m, u in upward.items() if u}
     entry = _imports(ROOT / 'data_gen' / '__main__.py', 'data_gen.__main__') | _imports(ROOT / 'data_gen' / '__init__.py', 'data_gen')
     assert entry == {'gen.cli'}, entry
+
+
+def _closure(mod: str, mods: dict) -> set:
+    "Every aidetect module `mod` imports, directly or through others (lazy imports inside functions included)."
+    seen, todo = set(), [mod]
+    while todo:
+        m = todo.pop()
+        for d in _imports(mods[m], f'aidetect.{m}'):
+            if d != m and d not in seen and d in mods: seen.add(d); todo.append(d)
+    return seen
+
+
+def test_the_detector_stands_without_training():
+    "Using a model (loading, predicting, evaluating, explaining, the app) never imports training or its augmentations."
+    lib = ROOT / 'aidetect'
+    mods = {p.relative_to(lib).with_suffix('').as_posix().replace('/', '.'): p for p in lib.rglob('*.py')
+            if p.name not in ('__init__.py', '_modidx.py')}
+    for m in ('model', 'metrics', 'detector', 'evaluate', 'robustness', 'explain', 'app'):
+        assert not {'train', 'augment'} & _closure(m, mods), (m, sorted(_closure(m, mods)))
+    assert 'train' in _closure('sequence', mods)   # the check can fail: a module that does train is caught

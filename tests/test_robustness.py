@@ -12,7 +12,8 @@ from aidetect.cli import main as aidetect_main
 from aidetect.dataset import read_manifest, write_manifest, file_facts
 from aidetect.demo import example_datasets, example_detector
 from aidetect.detector import load_detector
-from aidetect.evaluate import METRICS, CI_COLUMNS, group_resamples, metrics_table
+from aidetect.metrics import METRICS, CI_COLUMNS, group_resamples
+from aidetect.evaluate import metrics_table
 from aidetect.images import jpeg_quality, open_image
 from aidetect.robustness import (PERTURBATIONS, attack, PixelSpaceModel, perturb, perturb_images, robustness,
                                  image_seeds)

@@ -90,8 +90,8 @@ def test_early_stopping_restores_the_best(demo_data):
     learn = train.train_detector(demo_data['scenes-train'], **{**KW, 'steps': 20, 'eval_every': 1, 'lr': 3e-2},
                                  patience=1, seed=1)
     losses = [float(r[1]) for r in learn.recorder.values]
-    assert len(losses) < 20 and learn.schedule['steps_run'] == len(losses)   # it stopped early
-    assert losses[-1] >= min(losses) and learn.best_epoch == int(np.argmin(losses))
+    assert len(losses) < 20 and learn.facts.schedule['steps_run'] == len(losses)   # it stopped early
+    assert losses[-1] >= min(losses) and learn.facts.best_epoch == int(np.argmin(losses))
     with learn.no_bar(): assert abs(learn.validate()[0] - min(losses)) < 1e-4   # the best checkpoint's weights
 
 
@@ -147,7 +147,7 @@ def test_sequence_eval_table_and_figure(three_steps, domains, tmp_path, capsys):
     table = pd.read_csv(tmp_path / 'r' / 'sequence_eval.csv')
     assert len(table) == 9 and table.groupby('step')['in_distribution'].sum().tolist() == [1, 2, 3]
     assert Image.open(tmp_path / 'r' / 'sequence.png').size[0] > 400
-    again = sequence.evaluate_sequence(out, tests)   # the table is what the detectors score, recomputed
+    again = sequence.evaluate_sequence(out, tests).table   # the table is what the detectors score, recomputed
     assert np.allclose(table['accuracy'], again['accuracy'], equal_nan=True)
     fig = sequence.sequence_heatmaps(table)
     for ax, metric in zip(fig.axes, sequence.SEQUENCE_METRICS):

@@ -57,7 +57,7 @@ def test_lr_find_falls_back_on_trivial_data(demo_data):
     with pytest.warns(UserWarning, match='lr_find could not suggest'):
         learn = train_detector(demo_data['scenes-test'], size=32, bs=64, epochs=1, freeze_epochs=0, pretrained=False,
                                lr_find_its=3, verbose=False, aug='none')
-    assert learn.lr_used == DEFAULT_LR
+    assert learn.facts.lr == DEFAULT_LR
 
 
 def test_predict_lists_broken_files_with_reasons(model, demo_data, tmp_path):

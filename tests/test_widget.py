@@ -137,7 +137,7 @@ def test_widget_in_jupyterlab(lab, tmp_path):
             # undefined metrics read n/a, never NaN
             _type_threshold(page, '1')
             d = preds[preds['dataset'] == 'textures']
-            from aidetect.evaluate import binary_metrics
+            from aidetect.metrics import binary_metrics
             undefined = any(isinstance(v, float) and np.isnan(v) for v in
                             binary_metrics((d['label'] == 'ai').astype(int), d['prob_ai'], 1.0).values())
             text = page.inner_text('.aidetect-metrics')

@@ -61,7 +61,7 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                    Quiet: bool = False):   # no progress bar
     "Make AI counterparts of every image under SRC, by one or several generators, into the aidetect dataset OUT (resumable: rerun after a crash)."
     from aidetect.gen.backends import OpenAIBackend, retired_on
-    from aidetect.gen.distributor import Distributor
+    from aidetect.process import Distributor
     from aidetect.gen.run import VariationJob, run_variations
     from aidetect.gen.plan import scan_sources
     from aidetect.gen.zoo import check_settings, generator_names, lazy_generators

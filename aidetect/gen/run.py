@@ -4,7 +4,7 @@ A variations job from start to end: `run_variations(job, backend)` makes `job.n_
 usable photo in `job.src` into the dataset `job.out`, and the same call after a crash or Ctrl-C finishes what is
 missing. `VariationJob` holds every choice that changes the output's bytes and checks itself when made. The main
 process holds the dataset's lock for the whole run and first tidies what a killed run left (`tidy_dataset`:
-temporary files, and manifest rows whose file is missing or changed). Then each process (`aidetect.gen.distributor`)
+temporary files, and manifest rows whose file is missing or changed). Then each process (`aidetect.process`)
 plans its share (`aidetect.gen.plan`), reads sources ahead on a few threads (`ReadAhead`, `read_source`), writes
 each real copy when its source is first read, generates batch by batch, retrying images the safety system flagged up
 to `max_retries` times (`generate_batch`), and hands every file to a `BackgroundWriter` around
@@ -32,7 +32,7 @@ from ..core import AidetectError, check_range, progress_bars, sha256_bytes
 from ..images import BadImage, open_image, source_style, EXTENSIONS
 from ..dataset import (MANIFEST, REJECTED, DatasetLock, DatasetWriter, merge_parts, read_all, read_splits, real_path, remove_temp_files,
                               verified_rows)
-from .distributor import Distributor
+from ..process import Distributor
 from .plan import (SIZE_POLICIES, RunPlan, Source, fit, generation_side, group_size, group_target, pending,
                                plan_run, scan_sources, select_sources, variant_seed)
 
