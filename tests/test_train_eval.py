@@ -72,3 +72,17 @@ def test_predict_lists_broken_files_with_reasons(model, demo_data, tmp_path):
     bad = df[df.path.str.endswith('broken.jpg')].iloc[0]
     assert bad.prob_ai == '' and bad.reason.split(':')[0] in ('truncated', 'unreadable', 'not-an-image')
     assert (df[df.reason == ''].prob_ai.astype(float).between(0, 1)).all()
+
+
+def test_eval_report_svg_figures_roc_pr_and_every_file_named(model, demo_data, tmp_path):
+    "--fig-format svg: every figure is SVG (ROC/PR curves among them), and report.md names every file in the folder."
+    run_cli('aidetect', 'eval', model, demo_data['scenes-test'], demo_data['textures'], '--report', tmp_path / 'r',
+            '--fig-format', 'svg', '--bootstrap', '0', check=0)
+    names = sorted(p.name for p in (tmp_path / 'r').iterdir())
+    figures = [n for n in names if n.endswith(('.png', '.svg', '.pdf'))]
+    assert 'roc_pr.svg' in names and figures and all(n.endswith('.svg') or n.startswith('audit_') for n in figures), names
+    assert (tmp_path / 'r' / 'roc_pr.svg').read_text().lstrip().startswith(('<?xml', '<svg'))
+    md = (tmp_path / 'r' / 'report.md').read_text()
+    assert all(f'`{n}`' in md for n in names), [n for n in names if f'`{n}`' not in md]
+    p = run_cli('aidetect', 'eval', model, demo_data['textures'], '--report', tmp_path / 'x', '--fig-format', 'jpg')
+    assert p.returncode == 2 and 'png, pdf, svg' in p.stderr and not (tmp_path / 'x').exists()
