@@ -38,8 +38,8 @@ from .detector import model_files, save_detector
 __all__ = ['ITEM_COLUMNS', 'OPTIMIZERS', 'DEFAULT_LR', 'DetectorImage', 'OpenImage', 'detector_dblock', 'usable_rows',
            'balance_weights', 'BalancedDL', 'collate_channels_last', 'detector_dls', 'detector_metrics', 'opt_func',
            'TrainRun', 'load_detector_weights', 'detector_learner', 'suggest_lr', 'epoch_lines', 'validation_threshold',
-           'best_checkpoint', 'fit_detector', 'check_training', 'train_detector', 'training_summary', 'export_detector',
-           'cli_train']
+           'best_checkpoint', 'fit_detector', 'check_training', 'settings_of', 'train_detector', 'training_summary',
+           'export_detector', 'cli_train']
 
 # %% ../nbs/20_train.ipynb #d2baffc7
 class DetectorImage(PILImage):
@@ -449,11 +449,15 @@ def check_training(settings: dict) -> dict:
         raise AidetectError(f"--size {s['size']} is too small for {s['arch']}: it takes at least {min_size(s['arch'])} px")
     return settings
 
-def _accepts(fn, kwargs: dict) -> dict:
-    "The items of `kwargs` that `fn` takes by name."
-    return {k: v for k, v in kwargs.items() if k in inspect.signature(fn).parameters}
+def settings_of(fn, but=()) -> tuple:
+    "The names of `fn`'s parameters that have defaults (the settings it takes), but `but`."
+    return tuple(k for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty and k not in but)
 
 # %% ../nbs/20_train.ipynb #805f8bfb
+# what each part takes, read once: routing by these names does not depend on what a caller patches in later
+_DLS, _LEARNER, _FIT = (settings_of(detector_dls, ('verbose', 'draws')), settings_of(detector_learner, ('metrics', 'channels_last')),
+                        settings_of(fit_detector, ('verbose',)))
+
 @delegates_many(detector_dls, detector_learner, fit_detector,
                 but=['source', 'dls', 'learn', 'draws', 'verbose', 'metrics', 'channels_last', 'seed'])
 def train_detector(source,                  # dataset folder(s), or a manifest DataFrame (an `is_valid` column keeps its split)
@@ -478,13 +482,13 @@ def train_detector(source,                  # dataset folder(s), or a manifest D
     set_seed(seed, reproducible=device.type != 'cuda')   # cuDNN's autotuner is worth more on a GPU than bit-for-bit reruns
     if s['steps'] is not None: s['balance'] = True   # the study's batches: classes, and domains within them, drawn equally
     local_bs = s['bs'] // dist.world
-    dls = detector_dls(source, **{**_accepts(detector_dls, s), 'bs': local_bs, 'device': device, 'verbose': verbose and dist.is_main,
+    dls = detector_dls(source, **{**{k: s[k] for k in _DLS}, 'bs': local_bs, 'device': device, 'verbose': verbose and dist.is_main,
                                   'draws': s['eval_every'] * local_bs * dist.world if s['steps'] is not None else None})
     if (s['steps'] is not None or s['patience'] is not None) and not len(dls.valid_ds):
         raise AidetectError('--steps and --patience judge checkpoints on validation images; give a --valid-pct above 0')
-    learn = detector_learner(dls, **_accepts(detector_learner, s))
+    learn = detector_learner(dls, **{k: s[k] for k in _LEARNER})
     learn.facts.settings = {k: v for k, v in s.items() if k != 'verbose'}
-    return fit_detector(learn, **_accepts(fit_detector, s))
+    return fit_detector(learn, **{k: s[k] for k in _FIT}, verbose=verbose)
 
 # %% ../nbs/20_train.ipynb #4fd29538
 def _diverged(losses) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from conftest import CHROMIUM, CHROMIUM_ARGS, keep_screenshot, run_cli, noise_image
+from conftest import CHROMIUM, CHROMIUM_ARGS, keep_screenshot, need_chromium, run_cli, noise_image
 
 
 @pytest.fixture(scope='module')
@@ -122,9 +122,9 @@ def _shot(page, tmp_path, name):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM, reason='no Chromium on this machine (.ci/run installs Debian\'s chromium when it can)')
 def test_browser_app(detector_of_size, uploads, demo_data, tmp_path):
     "64 px and 224 px models: preview, verdict on upload, overlay with the layer named; no stale result; 1x1 and empty maps."
+    need_chromium()
     pw = pytest.importorskip('playwright.sync_api')
     from aidetect.app import serve
     images = [f for d in ('textures', 'scenes-test') for f in sorted(demo_data[d].rglob('*.png'))]

@@ -133,3 +133,14 @@ def test_every_export_cell_of_the_zoo_and_train_notebooks_is_followed_by_an_exam
             if is_export(a) and (b is None or is_export(b)) and 'import' not in ''.join(a['source']).split('\n')[1]:
                 missing.append(f"{nb.name}: {''.join(a['source']).splitlines()[1][:60]}")
     assert not missing, missing
+
+
+def test_browser_tests_fail_under_ci_without_chromium(monkeypatch):
+    "CI must not go green by skipping the only UI tests: without Chromium they fail there, and skip elsewhere."
+    import pytest
+    from conftest import need_chromium
+    monkeypatch.setenv('CI', 'true')
+    with pytest.raises(pytest.fail.Exception, match='apt-get install chromium'): need_chromium(None)
+    monkeypatch.delenv('CI')
+    with pytest.raises(pytest.skip.Exception): need_chromium(None)
+    assert need_chromium('/usr/bin/chromium') == '/usr/bin/chromium'
