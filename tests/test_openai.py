@@ -226,4 +226,4 @@ def test_the_default_model_makes_a_dataset_that_passes_the_audit(api, tmp_path):
         tables = {Image.open(out / q).quantization.__repr__() for q in d.path}
         assert len(tables) == 1, g                                                   # the same JPEG tables
     run_cli('aidetect', 'audit', out, '--bootstrap', '100', '--report', tmp_path / 'rep', check=0)
-    assert pd.read_csv(tmp_path / 'rep' / 'audit.csv').auc.iloc[0] <= 0.6
+    assert abs(pd.read_csv(tmp_path / 'rep' / 'audit.csv').auc.iloc[0] - 0.5) <= 0.1   # two-sided: below 0.4 is a shortcut too

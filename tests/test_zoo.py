@@ -232,7 +232,7 @@ def test_audit_finds_no_metadata_shortcut_for_any_generator(zoo_dataset):
     res = audit(zoo_dataset[1], bootstrap=200)
     t = res.table.set_index('generator')
     assert set(t.index) == {'all', *FIVE}
-    assert (t.auc <= 0.6).all(), t[['n_real', 'n_ai', 'auc', 'verdict']]
+    assert ((t.auc - 0.5).abs() <= 0.1).all(), t[['n_real', 'n_ai', 'auc', 'verdict']]   # two-sided: below 0.4 is a shortcut too
 
 
 def test_one_dataset_per_generator(zoo_dataset, tmp_path):
