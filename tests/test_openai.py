@@ -112,7 +112,7 @@ def _one_line(p):
 
 def test_edits_make_a_matched_dataset_with_the_prompt(api, photo_folder, tmp_path):
     out = tmp_path / 'ds'
-    s = _run(photo_folder, out, _backend(api))
+    s = _run(photo_folder, out, _backend(api), size_policy='matched')
     m = read_manifest(out)
     ai = m[m.label == 'ai']
     assert s.done == 6 and len(ai) == 6 and not len(read_rejected(out))
@@ -125,7 +125,7 @@ def test_edits_make_a_matched_dataset_with_the_prompt(api, photo_folder, tmp_pat
     for g, d in m.groupby('group'):   # each group: one size and format; the AI image downscaled, never upsampled
         assert d[['width', 'height', 'format']].drop_duplicates().shape[0] == 1, g
     assert set(ai['resample']) == {'crop+down-lanczos', 'down-lanczos'}
-    assert _run(photo_folder, out, _backend(api)).done == 0 and len(api.requests) == 6   # resumed: no new requests
+    assert _run(photo_folder, out, _backend(api), size_policy='matched').done == 0 and len(api.requests) == 6   # resumed: no new requests
 
 
 def test_a_429_is_retried_by_the_client_and_the_image_kept(api, photo_folder, tmp_path):

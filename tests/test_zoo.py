@@ -10,7 +10,7 @@ from torchvision import transforms as T
 
 from conftest import BIN, run_cli, noise_image
 from aidetect.dataset import read_manifest, read_rejected
-from aidetect.gen.zoo import ZOO, load_generator, zoo_preset_dir
+from aidetect.gen.zoo.load import ZOO, load_generator, zoo_preset_dir
 
 PHOTOS = [noise_image(48, 48, seed=1), noise_image(80, 40, seed=2)]   # a square and a non-square photo
 BICUBIC = T.InterpolationMode.BICUBIC
@@ -23,7 +23,7 @@ def _tiny(name):
 
 
 def _prep(b, photo, dims):
-    return b.prepare(photo, dims) if b.sized_input else b.prepare(photo)
+    return b.prepare(photo, dims)
 
 
 def _px(im) -> np.ndarray: return np.asarray(im, dtype=int)
@@ -123,7 +123,7 @@ def test_backend_makes_what_the_pipeline_makes_of_the_photo(name):
 def test_kandinsky_embeddings_are_the_priors_interpolate():
     "KandinskyV22PriorPipeline.interpolate([photo], [1.0]): the documented way to condition Kandinsky 2.2 on an image."
     from diffusers import KandinskyV22PriorPipeline, PriorTransformer, UnCLIPScheduler
-    from aidetect.gen.zoo import clip_text, tiny_clip_tokenizer
+    from aidetect.gen.zoo.parts import clip_text, tiny_clip_tokenizer
     b = _tiny('kandinsky22')
     enc = b.parts['image_encoder']
     prior = PriorTransformer(num_attention_heads=2, attention_head_dim=12, embedding_dim=enc.config.projection_dim, num_layers=1)
@@ -265,7 +265,7 @@ def test_generators_lists_the_zoo(capsys):
 
 def test_unknown_or_unavailable_generators_are_one_clear_line(tmp_path):
     from aidetect.core import AidetectError
-    from aidetect.gen.zoo import lazy_generators
+    from aidetect.gen.zoo.load import lazy_generators
     src = tmp_path / 'src'; src.mkdir(); noise_image().save(src / 'a.jpg')
     p = run_cli('aidetect-gen', 'variations', src, '--out', tmp_path / 'o', '--generator', 'sd-variations,midjourney')
     assert p.returncode == 2 and 'Traceback' not in p.stderr and not (tmp_path / 'o').exists()
