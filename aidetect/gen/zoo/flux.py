@@ -16,11 +16,46 @@ from ..backends import Variation
 from .registry import ZooBackend, ZooEntry, load_part, register_generator
 
 # %% auto #0
-__all__ = ['FLUX_TEXT', 'FluxReduxBackend', 'build_flux_redux']
+__all__ = ['FLUX_TEXT', 'build_flux_redux', 'FluxReduxBackend']
 
-# %% ../../../nbs/18i_gen_zoo_flux.ipynb #36660ef1
+# %% ../../../nbs/18i_gen_zoo_flux.ipynb #94c19359
 FLUX_TEXT = dict(text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)   # the prompt comes from Redux
 
+def build_flux_redux(size: str) -> dict:
+    "FLUX.1 Redux (SigLIP so400m, the Redux embedder) and FLUX.1-dev (transformer, VAE), without text encoders."
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxPriorReduxPipeline, FluxTransformer2DModel
+    from diffusers.pipelines.flux.modeling_flux import ReduxImageEncoder
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+    tiny = size == 'tiny'
+    sig = (dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=4)
+           if tiny else dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                             image_size=384, patch_size=14))
+    s = sig['image_size']
+    proc = SiglipImageProcessor(size={'height': s, 'width': s}, resample=3, do_resize=True, do_rescale=True,
+                                do_normalize=True, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    # the embedder projects into T5's 4096 features whatever the size (the pipeline's zero text prompt is 512 x 4096):
+    # a 12288 x 4096 layer even in the tiny preset, stored in fp16 there to halve its 200 MB
+    embedder = ReduxImageEncoder(redux_dim=sig['hidden_size'], txt_in_features=4096).eval()
+    redux = FluxPriorReduxPipeline(image_encoder=SiglipVisionModel(SiglipVisionConfig(**sig)).eval(), feature_extractor=proc,
+                                   image_embedder=embedder.to(torch.float16) if tiny else embedder)
+    tr = (dict(in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+               axes_dims_rope=(4, 4, 8)) if tiny else dict(in_channels=64, num_layers=19, num_single_layers=38,
+                                                           attention_head_dim=128, num_attention_heads=24, axes_dims_rope=(16, 56, 56)))
+    vae = dict(latent_channels=4, block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8) if tiny else \
+        dict(latent_channels=16, block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, sample_size=1024)
+    n = len(vae['block_out_channels'])
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=('DownEncoderBlock2D',) * n,
+                        up_block_types=('UpDecoderBlock2D',) * n, use_quant_conv=False, use_post_quant_conv=False,
+                        shift_factor=0.1159, scaling_factor=0.3611, **vae).eval()
+    # FLUX.1-dev's scheduler config; guidance_embeds: dev is guidance-distilled
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    transformer = FluxTransformer2DModel(patch_size=1, joint_attention_dim=4096, pooled_projection_dim=768,
+                                         guidance_embeds=True, **tr).eval()
+    return {'redux': redux, 'pipeline': FluxPipeline(transformer=transformer, vae=vae, scheduler=scheduler, **FLUX_TEXT)}
+
+# %% ../../../nbs/18i_gen_zoo_flux.ipynb #4b13990d
 class FluxReduxBackend(ZooBackend):
     "FLUX.1 Redux: the photo's SigLIP tokens as FLUX.1's prompt (zero text embeddings), one embedding per photo."
     @classmethod
@@ -57,42 +92,6 @@ class FluxReduxBackend(ZooBackend):
                         generator=self.generators(seeds))
         return self.variations(out.images)
 
-# %% ../../../nbs/18i_gen_zoo_flux.ipynb #2609bd45
-def build_flux_redux(size: str) -> dict:
-    "FLUX.1 Redux (SigLIP so400m, the Redux embedder) and FLUX.1-dev (transformer, VAE), without text encoders."
-    import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxPriorReduxPipeline, FluxTransformer2DModel
-    from diffusers.pipelines.flux.modeling_flux import ReduxImageEncoder
-    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
-    tiny = size == 'tiny'
-    sig = (dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=4)
-           if tiny else dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                             image_size=384, patch_size=14))
-    s = sig['image_size']
-    proc = SiglipImageProcessor(size={'height': s, 'width': s}, resample=3, do_resize=True, do_rescale=True,
-                                do_normalize=True, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    # the embedder projects into T5's 4096 features whatever the size (the pipeline's zero text prompt is 512 x 4096):
-    # a 12288 x 4096 layer even in the tiny preset, stored in fp16 there to halve its 200 MB
-    embedder = ReduxImageEncoder(redux_dim=sig['hidden_size'], txt_in_features=4096).eval()
-    redux = FluxPriorReduxPipeline(image_encoder=SiglipVisionModel(SiglipVisionConfig(**sig)).eval(), feature_extractor=proc,
-                                   image_embedder=embedder.to(torch.float16) if tiny else embedder)
-    tr = (dict(in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
-               axes_dims_rope=(4, 4, 8)) if tiny else dict(in_channels=64, num_layers=19, num_single_layers=38,
-                                                           attention_head_dim=128, num_attention_heads=24, axes_dims_rope=(16, 56, 56)))
-    vae = dict(latent_channels=4, block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8) if tiny else \
-        dict(latent_channels=16, block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, sample_size=1024)
-    n = len(vae['block_out_channels'])
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=('DownEncoderBlock2D',) * n,
-                        up_block_types=('UpDecoderBlock2D',) * n, use_quant_conv=False, use_post_quant_conv=False,
-                        shift_factor=0.1159, scaling_factor=0.3611, **vae).eval()
-    # FLUX.1-dev's scheduler config; guidance_embeds: dev is guidance-distilled
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                                base_image_seq_len=256, max_image_seq_len=4096)
-    transformer = FluxTransformer2DModel(patch_size=1, joint_attention_dim=4096, pooled_projection_dim=768,
-                                         guidance_embeds=True, **tr).eval()
-    return {'redux': redux, 'pipeline': FluxPipeline(transformer=transformer, vae=vae, scheduler=scheduler, **FLUX_TEXT)}
-
-# %% ../../../nbs/18i_gen_zoo_flux.ipynb #0a9c5967
 for _e in [
     ZooEntry('flux-redux', 'generation', 'FluxPriorReduxPipeline + FluxPipeline',
              {'redux': ('black-forest-labs/FLUX.1-Redux-dev', 'main'), 'pipeline': ('black-forest-labs/FLUX.1-dev', 'main')},

@@ -23,7 +23,19 @@ from .registry import _SD, _SD15, _SDXL, ZooBackend, ZooEntry, load_part, regist
 # %% auto #0
 __all__ = ['build_sd15_img2img', 'build_sdxl_img2img', 'fitted_tensor', 'Img2ImgBackend', 'SDXLImg2ImgBackend']
 
-# %% ../../../nbs/18g_gen_zoo_img2img.ipynb #7c2cffec
+# %% ../../../nbs/18g_gen_zoo_img2img.ipynb #99b9b54a
+def _img2img_builder(xl: bool):
+    def build(size: str) -> dict:
+        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+        return {'': StableDiffusionXLImg2ImgPipeline(**sdxl_components(size), requires_aesthetics_score=False, add_watermarker=False)
+                if xl else StableDiffusionImg2ImgPipeline(**sd15_components(size))}
+    build.__doc__ = f"{'SDXL base' if xl else 'SD 1.5'} as an img2img pipeline."
+    build.__name__ = build.__qualname__ = f"build_{'sdxl' if xl else 'sd15'}_img2img"
+    return build
+
+build_sd15_img2img, build_sdxl_img2img = _img2img_builder(False), _img2img_builder(True)
+
+# %% ../../../nbs/18g_gen_zoo_img2img.ipynb #913e338e
 def fitted_tensor(image, dims: tuple):
     "`image` fitted to `dims` (centre crop to its aspect ratio, antialiased Lanczos) as a [0, 1] CHW float tensor."
     import torch
@@ -57,19 +69,6 @@ class SDXLImg2ImgBackend(Img2ImgBackend):
     @property
     def min_side(self) -> int: return self.default_size
 
-# %% ../../../nbs/18g_gen_zoo_img2img.ipynb #670531cf
-def _img2img_builder(xl: bool):
-    def build(size: str) -> dict:
-        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
-        return {'': StableDiffusionXLImg2ImgPipeline(**sdxl_components(size), requires_aesthetics_score=False, add_watermarker=False)
-                if xl else StableDiffusionImg2ImgPipeline(**sd15_components(size))}
-    build.__doc__ = f"{'SDXL base' if xl else 'SD 1.5'} as an img2img pipeline."
-    build.__name__ = build.__qualname__ = f"build_{'sdxl' if xl else 'sd15'}_img2img"
-    return build
-
-build_sd15_img2img, build_sdxl_img2img = _img2img_builder(False), _img2img_builder(True)
-
-# %% ../../../nbs/18g_gen_zoo_img2img.ipynb #bdef9454
 for _e in [
     ZooEntry('sd15-img2img', 'generation', 'StableDiffusionImg2ImgPipeline', {'pipeline': (_SD15, 'main')},
              'creativeml-openrail-m', 512, "the photo at the generation size (VaeImageProcessor, [-1, 1]), noised to strength; empty prompt",

@@ -22,13 +22,60 @@ from .parts import clip_vision, sd15_components, sdxl_components
 from .registry import _SD, _SD15, _SDXL, MissingCheckpoint, ZooBackend, ZooEntry, load_part, register_generator, safety_kwargs
 
 # %% auto #0
-__all__ = ['build_sd15_ipadapter', 'build_sdxl_ipadapter', 'IPAdapterBackend', 'SDXLIPAdapterBackend', 'IPAdapterWeights',
-           'write_ip_adapter']
+__all__ = ['ADAPTER_FILES', 'build_sd15_ipadapter', 'build_sdxl_ipadapter', 'IPAdapterWeights', 'write_ip_adapter',
+           'IPAdapterBackend', 'SDXLIPAdapterBackend']
 
-# %% ../../../nbs/18f_gen_zoo_ipadapter.ipynb #a87bfbea
+# %% ../../../nbs/18f_gen_zoo_ipadapter.ipynb #87629a75
+ADAPTER_FILES = {False: ('models', 'ip-adapter_sd15.safetensors'), True: ('sdxl_models', 'ip-adapter_sdxl.safetensors')}   # xl: (subfolder, weights) in h94/IP-Adapter
+
+@dataclass
+class IPAdapterWeights:
+    "A random basic IP-Adapter for `unet`, saved in `h94/IP-Adapter`'s layout: `subfolder/weight_name` and `subfolder/image_encoder/`."
+    unet: object
+    image_encoder: object
+    subfolder: str
+    weight_name: str
+    seed: int = 0
+
+    def parameters(self): return self.image_encoder.parameters()   # the adapter's own weights are a few percent of it
+    def save_pretrained(self, folder): write_ip_adapter(self.unet, self.image_encoder, folder, self.subfolder, self.weight_name, self.seed)
+
+def write_ip_adapter(unet, image_encoder, folder, subfolder: str, weight_name: str, seed: int = 0):
+    "Write random basic IP-Adapter weights for `unet` and `image_encoder` in `h94/IP-Adapter`'s layout under `folder`."
+    import torch
+    from safetensors.torch import save_file
+    g = torch.Generator().manual_seed(seed)
+    cross, ch, emb = unet.config.cross_attention_dim, list(unet.config.block_out_channels), image_encoder.config.projection_dim
+    sd = {'image_proj.proj.weight': torch.randn(4 * cross, emb, generator=g) * 0.02, 'image_proj.proj.bias': torch.zeros(4 * cross),
+          'image_proj.norm.weight': torch.ones(cross), 'image_proj.norm.bias': torch.zeros(cross)}
+    # one to_k_ip/to_v_ip pair per cross-attention, numbered 1, 3, 5... in `attn_processors` order, as diffusers reads them
+    cross_attn = [n for n in unet.attn_processors if not n.endswith('attn1.processor')]
+    for k, n in zip(range(1, 2 * len(cross_attn), 2), cross_attn):
+        i = int(n.split('.')[1]) if not n.startswith('mid_block') else None
+        hidden = ch[-1] if i is None else ch[::-1][i] if n.startswith('up_blocks') else ch[i]
+        for w in ('to_k_ip', 'to_v_ip'): sd[f'ip_adapter.{k}.{w}.weight'] = torch.randn(hidden, cross, generator=g) * 0.02
+    d = Path(folder)/subfolder
+    d.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(d/weight_name))
+    image_encoder.save_pretrained(d/'image_encoder')
+
+def _ip_adapter_builder(xl: bool):
+    def build(size: str) -> dict:
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+        pipe = (StableDiffusionXLPipeline(**sdxl_components(size), add_watermarker=False) if xl
+                else StableDiffusionPipeline(**sd15_components(size)))
+        enc = clip_vision('tiny' if size == 'tiny' else 'bigG' if xl else 'H')[0]
+        return {'pipeline': pipe, 'adapter': IPAdapterWeights(pipe.unet, enc, *ADAPTER_FILES[xl])}
+    build.__doc__ = f"{'SDXL' if xl else 'SD 1.5'} and a basic IP-Adapter (OpenCLIP {'ViT-bigG' if xl else 'ViT-H'}/14 image encoder)."
+    build.__name__ = build.__qualname__ = f"build_{'sdxl' if xl else 'sd15'}_ipadapter"
+    return build
+
+build_sd15_ipadapter, build_sdxl_ipadapter = _ip_adapter_builder(False), _ip_adapter_builder(True)
+
+# %% ../../../nbs/18f_gen_zoo_ipadapter.ipynb #e5f0b711
 class IPAdapterBackend(ZooBackend):
     "A text-to-image pipeline with IP-Adapter: the photo as the image prompt (scale 1.0), empty text."
-    pipeline_class, adapter_folder, weight_name = 'StableDiffusionPipeline', 'models', 'ip-adapter_sd15.safetensors'
+    pipeline_class, (adapter_folder, weight_name) = 'StableDiffusionPipeline', ADAPTER_FILES[False]
 
     @classmethod
     def load(cls, src: dict, dtype, safety_checker: bool = True, **kw) -> dict:
@@ -62,58 +109,10 @@ class IPAdapterBackend(ZooBackend):
 
 class SDXLIPAdapterBackend(IPAdapterBackend):
     "SDXL with IP-Adapter; generated at 1024 px at least (SDXL's native size), then fitted down."
-    pipeline_class, adapter_folder, weight_name = 'StableDiffusionXLPipeline', 'sdxl_models', 'ip-adapter_sdxl.safetensors'
+    pipeline_class, (adapter_folder, weight_name) = 'StableDiffusionXLPipeline', ADAPTER_FILES[True]
     @property
     def min_side(self) -> int: return self.default_size
 
-# %% ../../../nbs/18f_gen_zoo_ipadapter.ipynb #dd7d7719
-@dataclass
-class IPAdapterWeights:
-    "A random basic IP-Adapter for `unet`, saved in `h94/IP-Adapter`'s layout: `subfolder/weight_name` and `subfolder/image_encoder/`."
-    unet: object
-    image_encoder: object
-    subfolder: str
-    weight_name: str
-    seed: int = 0
-
-    def parameters(self): return self.image_encoder.parameters()   # the adapter's own weights are a few percent of it
-    def save_pretrained(self, folder): write_ip_adapter(self.unet, self.image_encoder, folder, self.subfolder, self.weight_name, self.seed)
-
-def write_ip_adapter(unet, image_encoder, folder, subfolder: str, weight_name: str, seed: int = 0):
-    "Write random basic IP-Adapter weights for `unet` and `image_encoder` in `h94/IP-Adapter`'s layout under `folder`."
-    import torch
-    from safetensors.torch import save_file
-    g = torch.Generator().manual_seed(seed)
-    cross, ch, emb = unet.config.cross_attention_dim, list(unet.config.block_out_channels), image_encoder.config.projection_dim
-    sd = {'image_proj.proj.weight': torch.randn(4 * cross, emb, generator=g) * 0.02, 'image_proj.proj.bias': torch.zeros(4 * cross),
-          'image_proj.norm.weight': torch.ones(cross), 'image_proj.norm.bias': torch.zeros(cross)}
-    # one to_k_ip/to_v_ip pair per cross-attention, numbered 1, 3, 5... in `attn_processors` order, as diffusers reads them
-    cross_attn = [n for n in unet.attn_processors if not n.endswith('attn1.processor')]
-    for k, n in zip(range(1, 2 * len(cross_attn), 2), cross_attn):
-        i = int(n.split('.')[1]) if not n.startswith('mid_block') else None
-        hidden = ch[-1] if i is None else ch[::-1][i] if n.startswith('up_blocks') else ch[i]
-        for w in ('to_k_ip', 'to_v_ip'): sd[f'ip_adapter.{k}.{w}.weight'] = torch.randn(hidden, cross, generator=g) * 0.02
-    d = Path(folder)/subfolder
-    d.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(d/weight_name))
-    image_encoder.save_pretrained(d/'image_encoder')
-
-# %% ../../../nbs/18f_gen_zoo_ipadapter.ipynb #0c8ea687
-def _ip_adapter_builder(xl: bool):
-    def build(size: str) -> dict:
-        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-        pipe = (StableDiffusionXLPipeline(**sdxl_components(size), add_watermarker=False) if xl
-                else StableDiffusionPipeline(**sd15_components(size)))
-        enc = clip_vision('tiny' if size == 'tiny' else 'bigG' if xl else 'H')[0]
-        b = SDXLIPAdapterBackend if xl else IPAdapterBackend
-        return {'pipeline': pipe, 'adapter': IPAdapterWeights(pipe.unet, enc, b.adapter_folder, b.weight_name)}
-    build.__doc__ = f"{'SDXL' if xl else 'SD 1.5'} and a basic IP-Adapter (OpenCLIP {'ViT-bigG' if xl else 'ViT-H'}/14 image encoder)."
-    build.__name__ = build.__qualname__ = f"build_{'sdxl' if xl else 'sd15'}_ipadapter"
-    return build
-
-build_sd15_ipadapter, build_sdxl_ipadapter = _ip_adapter_builder(False), _ip_adapter_builder(True)
-
-# %% ../../../nbs/18f_gen_zoo_ipadapter.ipynb #e393109c
 for _e in [
     ZooEntry('sd15-ipadapter', 'generation', 'StableDiffusionPipeline + load_ip_adapter',
              {'pipeline': (_SD15, 'main'), 'adapter': ('h94/IP-Adapter', 'main')}, 'creativeml-openrail-m + apache-2.0', 512,

@@ -18,9 +18,39 @@ from .parts import clip_vision, sd_scheduler
 from .registry import _SD, ZooBackend, ZooEntry, load_part, register_generator
 
 # %% auto #0
-__all__ = ['KandinskyBackend', 'build_kandinsky']
+__all__ = ['build_kandinsky', 'KandinskyBackend']
 
-# %% ../../../nbs/18e_gen_zoo_kandinsky.ipynb #4ec680f3
+# %% ../../../nbs/18e_gen_zoo_kandinsky.ipynb #494301d1
+def build_kandinsky(size: str) -> dict:
+    "Kandinsky 2.2: the prior's image encoder (OpenCLIP ViT-bigG/14) and processor, and the decoder (UNet, MoVQ)."
+    from diffusers import KandinskyV22Pipeline, UNet2DConditionModel, VQModel
+    enc, proc = clip_vision('tiny' if size == 'tiny' else 'bigG')
+    blocks = dict(down_block_types=('ResnetDownsampleBlock2D', 'SimpleCrossAttnDownBlock2D'),
+                  up_block_types=('SimpleCrossAttnUpBlock2D', 'ResnetUpsampleBlock2D'))
+    if size == 'tiny':
+        unet = dict(block_out_channels=(32, 64), layers_per_block=1, attention_head_dim=4, norm_num_groups=8, sample_size=16,
+                    cross_attention_dim=32, **blocks)
+        movq = dict(block_out_channels=(32, 32, 64), layers_per_block=1, num_vq_embeddings=12,
+                    down_block_types=('DownEncoderBlock2D',) * 2 + ('AttnDownEncoderBlock2D',),
+                    up_block_types=('AttnUpDecoderBlock2D',) + ('UpDecoderBlock2D',) * 2)
+    else:
+        unet = dict(block_out_channels=(384, 768, 1152, 1536), layers_per_block=3, attention_head_dim=64, sample_size=64,
+                    cross_attention_dim=768, addition_embed_type_num_heads=64,
+                    down_block_types=blocks['down_block_types'][:1] + blocks['down_block_types'][1:] * 3,
+                    up_block_types=blocks['up_block_types'][:1] * 3 + blocks['up_block_types'][1:])
+        movq = dict(block_out_channels=(128, 256, 256, 512), layers_per_block=2, num_vq_embeddings=16384,
+                    down_block_types=('DownEncoderBlock2D',) * 3 + ('AttnDownEncoderBlock2D',),
+                    up_block_types=('AttnUpDecoderBlock2D',) + ('UpDecoderBlock2D',) * 3)
+    unet = UNet2DConditionModel(in_channels=4, out_channels=8, addition_embed_type='image', encoder_hid_dim_type='image_proj',
+                                encoder_hid_dim=enc.config.projection_dim, mid_block_type='UNetMidBlock2DSimpleCrossAttn',
+                                resnet_time_scale_shift='scale_shift', class_embed_type=None, **unet)
+    # MoVQ's SpatialNorm is a GroupNorm(32): every channel count is a multiple of 32
+    movq = VQModel(in_channels=3, out_channels=3, latent_channels=4, vq_embed_dim=4, norm_type='spatial', **movq)
+    scheduler = sd_scheduler('DDPMScheduler', beta_schedule='linear', clip_sample=False, prediction_type='epsilon')
+    return {'prior/image_encoder': enc, 'prior/image_processor': proc,
+            'decoder': KandinskyV22Pipeline(unet=unet.eval(), scheduler=scheduler, movq=movq.eval())}
+
+# %% ../../../nbs/18e_gen_zoo_kandinsky.ipynb #85b53fba
 class KandinskyBackend(ZooBackend):
     "Kandinsky 2.2: the prior's CLIP image embedding of the photo, decoded by `KandinskyV22Pipeline`."
     @classmethod
@@ -55,37 +85,6 @@ class KandinskyBackend(ZooBackend):
                         num_inference_steps=self.steps, guidance_scale=self.guidance, generator=self.generators(seeds))
         return self.variations(out.images)
 
-# %% ../../../nbs/18e_gen_zoo_kandinsky.ipynb #f6274547
-def build_kandinsky(size: str) -> dict:
-    "Kandinsky 2.2: the prior's image encoder (OpenCLIP ViT-bigG/14) and processor, and the decoder (UNet, MoVQ)."
-    from diffusers import KandinskyV22Pipeline, UNet2DConditionModel, VQModel
-    enc, proc = clip_vision('tiny' if size == 'tiny' else 'bigG')
-    blocks = dict(down_block_types=('ResnetDownsampleBlock2D', 'SimpleCrossAttnDownBlock2D'),
-                  up_block_types=('SimpleCrossAttnUpBlock2D', 'ResnetUpsampleBlock2D'))
-    if size == 'tiny':
-        unet = dict(block_out_channels=(32, 64), layers_per_block=1, attention_head_dim=4, norm_num_groups=8, sample_size=16,
-                    cross_attention_dim=32, **blocks)
-        movq = dict(block_out_channels=(32, 32, 64), layers_per_block=1, num_vq_embeddings=12,
-                    down_block_types=('DownEncoderBlock2D',) * 2 + ('AttnDownEncoderBlock2D',),
-                    up_block_types=('AttnUpDecoderBlock2D',) + ('UpDecoderBlock2D',) * 2)
-    else:
-        unet = dict(block_out_channels=(384, 768, 1152, 1536), layers_per_block=3, attention_head_dim=64, sample_size=64,
-                    cross_attention_dim=768, addition_embed_type_num_heads=64,
-                    down_block_types=blocks['down_block_types'][:1] + blocks['down_block_types'][1:] * 3,
-                    up_block_types=blocks['up_block_types'][:1] * 3 + blocks['up_block_types'][1:])
-        movq = dict(block_out_channels=(128, 256, 256, 512), layers_per_block=2, num_vq_embeddings=16384,
-                    down_block_types=('DownEncoderBlock2D',) * 3 + ('AttnDownEncoderBlock2D',),
-                    up_block_types=('AttnUpDecoderBlock2D',) + ('UpDecoderBlock2D',) * 3)
-    unet = UNet2DConditionModel(in_channels=4, out_channels=8, addition_embed_type='image', encoder_hid_dim_type='image_proj',
-                                encoder_hid_dim=enc.config.projection_dim, mid_block_type='UNetMidBlock2DSimpleCrossAttn',
-                                resnet_time_scale_shift='scale_shift', class_embed_type=None, **unet)
-    # MoVQ's SpatialNorm is a GroupNorm(32): every channel count is a multiple of 32
-    movq = VQModel(in_channels=3, out_channels=3, latent_channels=4, vq_embed_dim=4, norm_type='spatial', **movq)
-    scheduler = sd_scheduler('DDPMScheduler', beta_schedule='linear', clip_sample=False, prediction_type='epsilon')
-    return {'prior/image_encoder': enc, 'prior/image_processor': proc,
-            'decoder': KandinskyV22Pipeline(unet=unet.eval(), scheduler=scheduler, movq=movq.eval())}
-
-# %% ../../../nbs/18e_gen_zoo_kandinsky.ipynb #5da22801
 for _e in [
     ZooEntry('kandinsky22', 'generation', 'KandinskyV22PriorPipeline (image encoder) + KandinskyV22Pipeline',
              {'prior': ('kandinsky-community/kandinsky-2-2-prior', 'main'),

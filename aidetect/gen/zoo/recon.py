@@ -19,9 +19,22 @@ from .img2img import fitted_tensor
 from .registry import _SD, ZooBackend, ZooEntry, load_part, register_generator, safety_kwargs
 
 # %% auto #0
-__all__ = ['VAERoundtripBackend', 'InpaintReconBackend', 'build_vae', 'build_inpaint']
+__all__ = ['build_vae', 'build_inpaint', 'VAERoundtripBackend', 'InpaintReconBackend']
 
-# %% ../../../nbs/18h_gen_zoo_recon.ipynb #fd7957dc
+# %% ../../../nbs/18h_gen_zoo_recon.ipynb #01c76c7d
+def build_vae(size: str) -> dict:
+    "Stable Diffusion's VAE (`AutoencoderKL`), as a model folder."
+    return {'': sd_vae(size)}
+
+def build_inpaint(size: str) -> dict:
+    "SD 2 inpainting: a 9-channel UNet (noisy latents, mask, masked-image latents), OpenCLIP ViT-H/14 text encoder, no safety checker."
+    from diffusers import StableDiffusionInpaintPipeline
+    kind = 'tiny' if size == 'tiny' else 'H'
+    return {'': StableDiffusionInpaintPipeline(
+        unet=sd_unet(size, 'sd2', in_channels=9), vae=sd_vae(size), text_encoder=clip_text(kind), tokenizer=tiny_clip_tokenizer(),
+        scheduler=sd_scheduler('PNDMScheduler'), safety_checker=None, feature_extractor=None, requires_safety_checker=False)}
+
+# %% ../../../nbs/18h_gen_zoo_recon.ipynb #6f3185d8
 class VAERoundtripBackend(ZooBackend):
     "Stable Diffusion's VAE: encode the photo, decode it."
     kind = 'reconstruction'
@@ -76,20 +89,6 @@ class InpaintReconBackend(ZooBackend):
                         num_inference_steps=self.steps, guidance_scale=self.guidance, generator=self.generators(seeds))
         return self.variations(out.images, getattr(out, 'nsfw_content_detected', None))
 
-# %% ../../../nbs/18h_gen_zoo_recon.ipynb #0ca9efb8
-def build_vae(size: str) -> dict:
-    "Stable Diffusion's VAE (`AutoencoderKL`), as a model folder."
-    return {'': sd_vae(size)}
-
-def build_inpaint(size: str) -> dict:
-    "SD 2 inpainting: a 9-channel UNet (noisy latents, mask, masked-image latents), OpenCLIP ViT-H/14 text encoder, no safety checker."
-    from diffusers import StableDiffusionInpaintPipeline
-    kind = 'tiny' if size == 'tiny' else 'H'
-    return {'': StableDiffusionInpaintPipeline(
-        unet=sd_unet(size, 'sd2', in_channels=9), vae=sd_vae(size), text_encoder=clip_text(kind), tokenizer=tiny_clip_tokenizer(),
-        scheduler=sd_scheduler('PNDMScheduler'), safety_checker=None, feature_extractor=None, requires_safety_checker=False)}
-
-# %% ../../../nbs/18h_gen_zoo_recon.ipynb #de66c05b
 for _e in [
     ZooEntry('vae-roundtrip', 'reconstruction', 'AutoencoderKL', {'vae': ('stabilityai/sd-vae-ft-mse', 'main')}, 'mit', 512,
              "the photo at the generation size, [-1, 1]; encoded (latent sampled with the seed) and decoded",

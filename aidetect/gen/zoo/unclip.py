@@ -16,9 +16,27 @@ from .parts import clip_text, clip_vision, sd_scheduler, sd_unet, sd_vae, tiny_c
 from .registry import _SD, ZooBackend, ZooEntry, load_part, register_generator
 
 # %% auto #0
-__all__ = ['UnCLIPBackend', 'build_unclip']
+__all__ = ['build_unclip', 'UnCLIPBackend']
 
-# %% ../../../nbs/18d_gen_zoo_unclip.ipynb #15770290
+# %% ../../../nbs/18d_gen_zoo_unclip.ipynb #c85220e8
+def build_unclip(size: str) -> dict:
+    "SD 2.1 unCLIP (OpenCLIP ViT-H/14 image encoder and text encoder, v-prediction)."
+    import torch
+    from diffusers import DDPMScheduler, StableUnCLIPImg2ImgPipeline
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    kind = 'tiny' if size == 'tiny' else 'H'
+    enc, proc = clip_vision(kind)
+    emb = enc.config.projection_dim
+    unet = sd_unet(size, 'sd2', class_embed_type='projection', projection_class_embeddings_input_dim=2 * emb,
+                   upcast_attention=True, **({} if size == 'tiny' else dict(sample_size=96)))
+    with torch.device('cpu'): noising = DDPMScheduler(beta_schedule='squaredcos_cap_v2')   # as the real repo's
+    return {'': StableUnCLIPImg2ImgPipeline(
+        feature_extractor=proc, image_encoder=enc, image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=emb),
+        image_noising_scheduler=noising, tokenizer=tiny_clip_tokenizer(),
+        text_encoder=clip_text(kind), unet=unet, scheduler=sd_scheduler('DDIMScheduler', prediction_type='v_prediction'),
+        vae=sd_vae(size))}
+
+# %% ../../../nbs/18d_gen_zoo_unclip.ipynb #83a5e410
 class UnCLIPBackend(ZooBackend):
     "SD 2.1 unCLIP image variations (`StableUnCLIPImg2ImgPipeline`): the photo's image embedding, empty prompt, `noise_level`."
     @classmethod
@@ -38,25 +56,6 @@ class UnCLIPBackend(ZooBackend):
                         generator=self.generators(seeds))
         return self.variations(out.images)
 
-# %% ../../../nbs/18d_gen_zoo_unclip.ipynb #dffdce81
-def build_unclip(size: str) -> dict:
-    "SD 2.1 unCLIP (OpenCLIP ViT-H/14 image encoder and text encoder, v-prediction)."
-    import torch
-    from diffusers import DDPMScheduler, StableUnCLIPImg2ImgPipeline
-    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
-    kind = 'tiny' if size == 'tiny' else 'H'
-    enc, proc = clip_vision(kind)
-    emb = enc.config.projection_dim
-    unet = sd_unet(size, 'sd2', class_embed_type='projection', projection_class_embeddings_input_dim=2 * emb,
-                   upcast_attention=True, **({} if size == 'tiny' else dict(sample_size=96)))
-    with torch.device('cpu'): noising = DDPMScheduler(beta_schedule='squaredcos_cap_v2')   # as the real repo's
-    return {'': StableUnCLIPImg2ImgPipeline(
-        feature_extractor=proc, image_encoder=enc, image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=emb),
-        image_noising_scheduler=noising, tokenizer=tiny_clip_tokenizer(),
-        text_encoder=clip_text(kind), unet=unet, scheduler=sd_scheduler('DDIMScheduler', prediction_type='v_prediction'),
-        vae=sd_vae(size))}
-
-# %% ../../../nbs/18d_gen_zoo_unclip.ipynb #9ef7331e
 for _e in [
     ZooEntry('sd21-unclip', 'generation', 'StableUnCLIPImg2ImgPipeline',
              {'pipeline': ('stabilityai/stable-diffusion-2-1-unclip', 'main')}, 'openrail++', 768,
