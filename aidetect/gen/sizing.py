@@ -161,7 +161,8 @@ class Sizing:
         if self.policy != 'crop' or not group: return data, ''
         if keep_bytes and style.get('format') == 'JPEG' and _upright(data):
             if tuple(group) == im.size: return jpeg_crop(data), 'strip'
-            return jpeg_crop(data, centre_box(im.size, group)), 'crop-lossless'
+            try: return jpeg_crop(data, centre_box(im.size, group)), 'crop-lossless'
+            except AidetectError: pass   # a side under one MCU: no whole block to keep; cropped like the AI image instead
         return crop_pixels(im, group)
 
     def ai_image(self, image: Image.Image, group: tuple | None, photo_size: tuple) -> tuple:
