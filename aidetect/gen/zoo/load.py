@@ -9,9 +9,12 @@ reconstructions (a VAE round trip, SD inpainting with an empty mask). Each has i
 (loaded with `from_pretrained`), and a tiny and a full-size random-weight preset of the same classes.
 
 Each generator is a `ZooEntry` in `ZOO` (`zoo_entry(name)`; `register_generator` adds one): its diffusers classes,
-real checkpoints, licence, native size, how the photo is fed, its kind (`generation` or `reconstruction`), the
-backend class that runs it (`SDBackend` for `sd-variations`, a `ZooBackend` for the others), the builder of its
-random-weight presets and its default settings. `load_generator(name, model)` makes a ready backend from the Hub, a
+real checkpoints, licence, native size, how the photo is fed, its kind (`generation`, `reconstruction` or `control`), the
+backend class that runs it (an `aidetect.gen.backends.Backend`: `SDBackend` for `sd-variations`, a `ZooBackend` for
+the diffusers ones, `IdentityBackend` for the `identity` control), the builder of its random-weight presets and its
+default settings. The package holds one module per pipeline family (`aidetect.gen.zoo.unclip`, `.kandinsky`,
+`.ipadapter`, `.img2img`, `.recon`, `.flux`, `.identity`) on top of the shared `parts`, `registry` and `presets`;
+this module (`aidetect.gen.zoo.load`) imports them all. `load_generator(name, model)` makes a ready backend from the Hub, a
 local folder or a preset (`zoo_preset_dir`: `tiny` or `full-random`, built once into aidetect's cache);
 `lazy_generators` makes the `LazyBackend`s that `aidetect-gen variations --generator a,b,...` hands to
 `aidetect.gen.run.run_variations`, so only one model is in memory at a time and a finished generator is never loaded
