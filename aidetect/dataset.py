@@ -34,7 +34,7 @@ __all__ = ['MANIFEST', 'REJECTED', 'SPLITS_FILE', 'MANIFEST_COLUMNS', 'REJECTED_
 MANIFEST = 'manifest.csv'
 REJECTED = 'rejected.csv'
 SPLITS_FILE = '.aidetect-splits.csv'   # in a photo folder: the official split of each photo (path, split)
-MANIFEST_COLUMNS = ('path', 'label', 'group', 'domain', 'category', 'split', 'generator', 'model', 'revision',
+MANIFEST_COLUMNS = ('path', 'label', 'group', 'domain', 'category', 'split', 'generator', 'kind', 'model', 'revision',
                     'conditioning', 'prompt', 'seed', 'steps', 'guidance', 'scheduler', 'strength', 'noise_level',
                     'resample', 'source_path', 'source_sha256', 'width', 'height', 'format', 'sha256')
 REJECTED_COLUMNS = ('path', 'reason', 'detail')
