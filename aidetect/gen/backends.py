@@ -44,7 +44,7 @@ from ..images import open_image
 from .pipeline import DEFAULT_MODEL, DEFAULT_REVISION, PRESETS, load_pipeline
 
 # %% auto #0
-__all__ = ['SETTINGS', 'CONDITIONINGS', 'OPENAI_MODEL', 'VARIATION_PROMPT', 'RETIRED', 'GPT_IMAGE_SIZES', 'DALLE2_SIZES',
+__all__ = ['SETTING_NAMES', 'CONDITIONINGS', 'OPENAI_MODEL', 'VARIATION_PROMPT', 'RETIRED', 'GPT_IMAGE_SIZES', 'DALLE2_SIZES',
            'REFUSAL_CODES', 'INPUT_FIDELITY', 'QUALITIES', 'Variation', 'is_blackout', 'generation_size',
            'size_at_least', 'GenSettings', 'Backend', 'card_conditioning', 'SDBackend', 'model_family', 'retired_on',
            'model_gone', 'free_size', 'nearest_size', 'api_words', 'is_refusal', 'stop_error', 'input_png',
@@ -77,7 +77,7 @@ def size_at_least(width: int, height: int, multiple: int = 8, min_side: int = 0)
     return int(up(width)), int(up(height))
 
 # %% ../../nbs/11_gen_backends.ipynb #362f6c21
-SETTINGS = ('steps', 'guidance', 'scheduler', 'strength', 'noise_level')   # the knobs that shape an image, as manifest columns
+SETTING_NAMES = ('steps', 'guidance', 'scheduler', 'strength', 'noise_level')   # the knobs that shape an image, as manifest columns
 
 @dataclass(frozen=True)
 class GenSettings:
@@ -98,11 +98,11 @@ class GenSettings:
     def over(self, defaults: dict) -> GenSettings:
         "These settings over a model's `defaults`, keeping only the knobs `defaults` names (those that apply to it)."
         return GenSettings(**{k: (defaults[k] if getattr(self, k) is None else getattr(self, k)) if k in defaults else None
-                              for k in SETTINGS})
+                              for k in SETTING_NAMES})
 
     def columns(self) -> dict:
         "The manifest's columns for these settings: '' where a knob does not apply."
-        return {k: '' if getattr(self, k) is None else getattr(self, k) for k in SETTINGS}
+        return {k: '' if getattr(self, k) is None else getattr(self, k) for k in SETTING_NAMES}
 
 class Backend:
     "What every generator is to the run loop: `prepare(image, dims)` in reader threads, `generate(conds, seeds, w, h)`, `describe()` for the manifest."
@@ -121,7 +121,7 @@ class Backend:
     def scheduler(self) -> str: return ''               # the scheduler class that runs, for the manifest
     def conditioning(self) -> str: return ''            # how the photo is fed, for the manifest
     def __getattr__(self, k):   # b.steps, b.guidance, ...: the settings
-        if k in SETTINGS: return getattr(self.__dict__.get('settings') or GenSettings(), k)
+        if k in SETTING_NAMES: return getattr(self.__dict__.get('settings') or GenSettings(), k)
         raise AttributeError(k)
 
     def generation_dims(self, width: int, height: int) -> tuple[int, int]:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Annotated
 from ...core import AidetectError, check_range
 from ..pipeline import DEFAULT_MODEL, DEFAULT_REVISION, PRESETS, resolve_device, resolve_dtype
-from ..backends import SETTINGS, GenSettings, SDBackend
+from ..backends import SETTING_NAMES, GenSettings, SDBackend
 from .registry import KINDS, ZOO, MissingCheckpoint, zoo_entry
 from .presets import TINY_NATIVE, generator_sources, unavailable_error, zoo_preset_dir
 from . import unclip, kandinsky, ipadapter, img2img, recon, flux, identity   # each registers its generators
@@ -93,7 +93,7 @@ def lazy_generators(spec, model: str | None = None, log=None, settings: GenSetti
     "A `LazyBackend` for each generator in `spec`, made by `load_generator(name, model, settings=settings, **kw)` when a run needs it; `kw` may hold the knobs (steps=...)."
     from aidetect.gen.run import LazyBackend
     names = generator_names(spec)
-    knobs = {k: kw.pop(k) for k in SETTINGS if k in kw}
+    knobs = {k: kw.pop(k) for k in SETTING_NAMES if k in kw}
     settings = check_settings(len(names), model, kw.get('revision'), settings or GenSettings(**knobs), names)
     def make(name):
         b = load_generator(name, model, settings=settings, **kw)
