@@ -167,6 +167,7 @@ def test_training_leaves_out_unusable_files_and_lists_them(flawed, tmp_path):
     assert {e['path']: e['reason'].split(':')[0] for e in info['excluded']} == bad
     assert {e['dataset'] for e in info['excluded']} == {'flawed'}
     assert info['n_train'] + info['n_valid'] == len(read_manifest(d)) - 3
+    assert info['settings']['draft_factor'] == 1   # training's default, stored for `load_detector`
 
 
 def test_strict_training_refuses_with_one_line(flawed, tmp_path):
