@@ -56,7 +56,7 @@ def test_two_processes_predict_every_file_once(ddp_model, demo_data, tmp_path):
 def test_two_processes_evaluate_every_image_once(ddp_model, demo_data, tmp_path):
     out, _ = ddp_model
     p = launch('eval', out, demo_data['scenes-test'], demo_data['textures'], '--report', tmp_path / 'rep')
-    assert p.stdout.count('scenes-test') == 1                # one table, printed once
+    assert sum(l.split()[:1] == ['scenes-test'] for l in p.stdout.splitlines()) == 1   # one table, printed once
     preds = pd.read_csv(tmp_path / 'rep' / 'predictions.csv')
     from aidetect.dataset import read_manifest
     n = len(read_manifest(demo_data['scenes-test'])) + len(read_manifest(demo_data['textures']))

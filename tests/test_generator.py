@@ -178,7 +178,8 @@ def _alive(pid: int) -> bool:
 
 def test_a_second_writer_is_refused_at_once(many_photos, tmp_path):
     out = tmp_path / 'ds'
-    first = subprocess.Popen(_gen_cmd(many_photos, out, '-q', '--steps', '8'), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # many steps: the first writer must still be writing when the second has started (imports take seconds)
+    first = subprocess.Popen(_gen_cmd(many_photos, out, '-q', '--steps', '60'), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (out / 'manifest.csv').exists(): time.sleep(0.05)

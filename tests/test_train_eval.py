@@ -98,7 +98,8 @@ def test_predict_uses_the_models_threshold_unless_given(model, demo_data, tmp_pa
     d = demo_data['textures']
     own = run_cli('aidetect', 'predict', m, d, '--out', tmp_path / 'own.csv', check=0)
     given = run_cli('aidetect', 'predict', m, d, '--out', tmp_path / 'given.csv', '--threshold', '0.001', check=0)
-    a, b = pd.read_csv(tmp_path / 'own.csv'), pd.read_csv(tmp_path / 'given.csv')
+    read = lambda f: pd.read_csv(f, keep_default_na=False).query("reason == ''").astype({'prob_ai': float})   # the images (a dataset folder also holds its CSVs)
+    a, b = read(tmp_path / 'own.csv'), read(tmp_path / 'given.csv')
     assert (a.label == np.where(a.prob_ai >= 0.999, 'ai', 'real')).all() and (b.label == np.where(b.prob_ai >= 0.001, 'ai', 'real')).all()
     assert (a.label != b.label).any()   # the two thresholds really differ on these images
     assert "0.999 (the model's, tuned" in own.stderr and '0.001 (given)' in given.stderr

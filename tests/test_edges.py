@@ -1,0 +1,49 @@
+"""Promises at the edges that had no test: the app's upload limits, predict on missing, empty and non-image files
+inside folders and across chunks."""
+import csv, io
+from pathlib import Path
+
+import numpy as np, pandas as pd, pytest
+from PIL import Image
+from conftest import run_cli, noise_image
+
+
+def test_the_apps_file_size_and_pixel_limits_refuse_before_decoding(tmp_path):
+    "Over 20 MB or over 40 Mpx: refused with the limit named, the image never decoded; just under: accepted."
+    from aidetect.app import DEFAULT_MAX_MB, DEFAULT_MAX_PIXELS, check_upload
+    big = tmp_path / 'big.png'
+    noise_image(64, 64).save(big)
+    with open(big, 'ab') as f: f.truncate(int((DEFAULT_MAX_MB + 1) * 2**20))   # a 21 MB file (PNG ignores the tail)
+    im, why = check_upload(str(big))
+    assert im is None and f'{DEFAULT_MAX_MB:g} MB' in why
+    wide = tmp_path / 'wide.png'   # 40,000,001 px but a few kB: only its header says how big it is
+    Image.new('L', (40_000_001 // 5000 + 1, 5000)).save(wide)
+    im, why = check_upload(str(wide))
+    assert im is None and f'{DEFAULT_MAX_PIXELS:,}' in why
+    ok = tmp_path / 'ok.png'
+    noise_image(64, 48).save(ok)
+    im, why = check_upload(str(ok))
+    assert im is not None and im.size == (64, 48) and why == ''
+
+
+@pytest.fixture(scope='module')
+def model(detector_of_size):
+    return detector_of_size(32)
+
+
+def test_predict_on_missing_empty_and_non_image_files_across_chunks(model, tmp_path):
+    "Every file gets a row, in order, across chunks; unreadable ones their reason and no label; the run carries on."
+    d = tmp_path / 'in'; (d / 'sub').mkdir(parents=True)
+    for i in range(5): noise_image(40, 40, seed=i).save(d / f'{i}.png')
+    (d / 'sub' / 'empty.jpg').write_bytes(b'')
+    (d / 'sub' / 'notes.txt').write_text('not an image')
+    p = run_cli('aidetect', 'predict', model, d, '--chunk', '2', check=0)
+    rows = list(csv.DictReader(io.StringIO(p.stdout)))
+    by = {Path(r['path']).name: r for r in rows}
+    assert len(rows) == 7 and [Path(r['path']).name for r in rows][:5] == [f'{i}.png' for i in range(5)]
+    assert all(by[f'{i}.png']['label'] in ('ai', 'real') and 0 <= float(by[f'{i}.png']['prob_ai']) <= 1 for i in range(5))
+    assert by['empty.jpg']['reason'].startswith('empty-file') and by['notes.txt']['reason'].startswith('not-an-image')
+    assert by['empty.jpg']['label'] == '' and by['notes.txt']['prob_ai'] == ''
+    assert '7 file(s), 2 unreadable' in p.stderr and 'Traceback' not in p.stderr
+    gone = run_cli('aidetect', 'predict', model, tmp_path / 'missing.png')   # a path that is not there: one line, before work
+    assert gone.returncode == 2 and 'does not exist' in gone.stderr and 'Traceback' not in gone.stderr
