@@ -21,6 +21,7 @@ Modules:
 - `aidetect.gen.run`: Plan, read ahead, generate batch by batch with safety retries, write: resumable after any crash, shardable across processes.
 - `aidetect.gen.zoo`: Open image-conditioned generators, each fed the way its card or pipeline says: matched counterparts of the same photos from many models.
 - `aidetect.hf`: What 🤗 `datasets` and the Hub read: a dataset folder's image-folder metadata and card, a detector's model card and results card, Hub model ids, downloads and uploads.
+- `aidetect.hub`: A dataset folder as a 🤗 `datasets.DatasetDict`, its card rewritten with the registry's licences, and datasets and detectors pushed to the Hub.
 - `aidetect.images`: Open anything a photo folder can hold as RGB, or say exactly why not; save a variation the way its source was saved.
 - `aidetect.metrics`: How good is a P(AI): sklearn's metrics with AI as the positive class, calibration, intervals by source group, and the threshold a model picks on its validation split.
 - `aidetect.model`: What a detector is at inference: its architecture by name, the transform that turns one image into its input, and the normalisation.

@@ -32,6 +32,7 @@ COMMANDS = [
     Command('prepare', 'aidetect.prepare:cli_prepare', 'a copy of a dataset with its images shrunk once, for repeated experiments'),
     Command('explain', 'aidetect.explain:cli_explain', 'Grad-CAM overlays: where the detector looked'),
     Command('app', 'aidetect.app:cli_app', 'a web app: upload an image, get P(AI) and a Grad-CAM overlay'),
+    Command('push', 'aidetect.hub:cli_push_model', 'upload a detector (safe pair and model card) to the Hugging Face Hub'),
     Command('demo', 'aidetect.demo:cli_demo', 'the whole job offline on built-in photos (a few minutes on a CPU)'),
 ]
 

@@ -346,7 +346,7 @@ def threshold_lines(threshold: float, info: dict, bootstrap: int, seed: int) -> 
              "floor) can even sit just outside its own interval." if bootstrap else 'No intervals (bootstrap 0).')]
 
 def write_report(res: EvalResult, out, audit: bool = True) -> dict:
-    "Write `res` to folder `out`: metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png, report.md; with `audit`, the test sets' shortcut audit too."
+    "Write `res` to folder `out`: metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png, report.md, a results card README.md; with `audit`, the test sets' shortcut audit too."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     files = dict(metrics=out/'metrics.csv', predictions=out/'predictions.csv', unreadable=out/'unreadable.csv',
                  reliability=out/'reliability.png', report=out/'report.md')
@@ -376,6 +376,9 @@ def write_report(res: EvalResult, out, audit: bool = True) -> dict:
                   'set, a score above may partly measure that shortcut rather than generation.', '', *a.markdown(), '',
                   f"Plots per property and class: [{files['audit'].name}]({files['audit'].name})."]
     files['report'].write_text('\n'.join(lines) + '\n')
+    from aidetect.hf import results_card
+    files['card'] = out/'README.md'   # the test results as a model card's model-index, for the Hub
+    files['card'].write_text(str(results_card(table, info)), encoding='utf-8')
     files['confusion'] = pngs
     return files
 
