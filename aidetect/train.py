@@ -443,7 +443,9 @@ def log_callbacks(log, log_dir, run) -> list:
     d.mkdir(parents=True, exist_ok=True)
     cbs = []
     if 'tensorboard' in names:
-        TB = _need('fastai.callback.tensorboard', 'tensorboard').TensorBoardCallback
+        class TB(_need('fastai.callback.tensorboard', 'tensorboard').TensorBoardCallback):
+            def after_batch(self):   # fastai's logs validation batches too, repeating the last training loss
+                if self.training: super().after_batch()
         tb = TB(log_dir=str(d/'tensorboard'), trace_model=False, log_preds=False)
         cbs += [tb, _SettingsText(tb, params)]
     if 'csv' in names: cbs.append(CSVLogger(fname=(d/'history.csv').absolute()))
