@@ -9,6 +9,7 @@ Modules:
 - `aidetect.cli`: The command line: `aidetect audit`, `train`, `eval`, `robustness`, `predict`, `explain`, `app`, `prepare` and `demo`.
 - `aidetect.core`: Errors, argument checks, files and folders: the small helpers every other part of aidetect uses.
 - `aidetect.dataset`: One home for what a dataset is: its layout, its `manifest.csv` and `rejected.csv`, writing them durably, verifying, merging per-process parts, and loading several datasets for training.
+- `aidetect.decode`: libjpeg-turbo at the scale a model needs on the CPU; batches decoded by nvJPEG on the GPU.
 - `aidetect.demo`: Real photos from scikit-image's samples, tiny random-weight image variations, a ResNet34 trained from scratch, and a cross-domain evaluation: `aidetect demo`.
 - `aidetect.evaluate`: Run a detector over test datasets; one tidy table of metrics (AI is the positive class), per-category breakdowns, confusion matrices, the most confident mistakes, an interactive widget, and train × test transfer tables.
 - `aidetect.explain`: Grad-CAM heatmaps for the AI class at any layer (pytorch-grad-cam), overlays, galleries of an evaluation's most confident mistakes and hits, and `aidetect explain`.

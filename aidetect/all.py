@@ -16,8 +16,10 @@ __all__ = []
 import importlib
 from .core import *
 from .process import *
+from .decode import *
 from .images import *
 from .dataset import *
+from .pixels import *
 from .audit import *
 from .model import *
 from .metrics import *
@@ -31,5 +33,5 @@ from .explain import *
 from .demo import *
 
 # nbdev's own __all__ here would list this module's definitions (none): the modules' star-exports are the API
-__all__ = [n for m in ('core', 'process', 'images', 'dataset', 'audit', 'model', 'metrics', 'detector', 'augment', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'demo')
+__all__ = [n for m in ('core', 'process', 'decode', 'images', 'dataset', 'pixels', 'audit', 'model', 'metrics', 'detector', 'augment', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'demo')
            for n in importlib.import_module(f'aidetect.{m}').__all__]

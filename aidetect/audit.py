@@ -142,7 +142,7 @@ CHANCE = 0.1   # |AUC - 0.5| up to this reads as chance; beyond it, as a signal 
 
 def verdict(auc: float, lo: float, hi: float, best: str, best_auc: float, kind: str = 'metadata') -> str:
     "A plain sentence on what an out-of-fold AUC of `kind` features means: far from 0.5 in either direction is a signal."
-    if not np.isfinite(auc): return 'not measurable: the data needs both real and AI images'
+    if not np.isfinite(auc): return 'not measurable: the data needs real and AI images of at least two source photos'
     what, d = _KINDS.get(kind, kind), abs(auc - 0.5)
     ci = f' (95% CI {lo:.2f}–{hi:.2f})' if np.isfinite(lo) else ''
     why = f'; {best} alone gives {best_auc:.2f}'
@@ -157,7 +157,7 @@ def _audit_rows(meta: pd.DataFrame, features, kind: str, bootstrap: int, seed: i
     from sklearn.metrics import roc_auc_score
     y, groups = (meta['label'] == POSITIVE).to_numpy(int), group_keys(meta).to_numpy()
     row = dict(n_real=int((y == 0).sum()), n_ai=int(y.sum()))
-    if row['n_real'] == 0 or row['n_ai'] == 0:
+    if row['n_real'] == 0 or row['n_ai'] == 0 or len(set(groups)) < 2:   # no classes, or no held-out group, to compare
         return dict(row, auc=np.nan, auc_low=np.nan, auc_high=np.nan, best_feature='', best_feature_auc=np.nan,
                     verdict=verdict(np.nan, np.nan, np.nan, '', np.nan, kind))
     s = oof_scores(meta, features, seed=seed)

@@ -22,7 +22,7 @@ __all__ = ['COMMANDS', 'DESCRIPTION', 'EPILOG', 'main']
 
 # %% ../nbs/41_cli.ipynb #dae641ce
 COMMANDS = [
-    Command('audit', 'aidetect.audit:cli_audit', 'could file format, size or metadata alone tell real from AI?'),
+    Command('audit', 'aidetect.audit:cli_audit', 'could file metadata (or, with --pixels, simple pixel statistics) alone tell real from AI?'),
     Command('train', 'aidetect.train:cli_train', 'train a detector on one or more datasets, or a sequence of them (--incremental)',
             variant=('aidetect.sequence:asks_for_sequence', 'aidetect.sequence:cli_train_sequence')),
     Command('eval', 'aidetect.evaluate:cli_eval', 'evaluate a detector (or every step of a sequence) on test datasets',

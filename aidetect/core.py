@@ -30,13 +30,13 @@ Docs: https://aidetect.github.io/aidetect/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #e98b6c7c
 from __future__ import annotations
-import hashlib, os, sys, tempfile, warnings
+import errno, hashlib, os, shutil, sys, tempfile, warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['KNOWN_WARNINGS', 'AidetectError', 'check_range', 'hide_known_warnings', 'progress_bars', 'cache_dir', 'sha256_bytes',
-           'sha256_file', 'atomic_path', 'write_bytes_atomic', 'walk_files']
+__all__ = ['KNOWN_WARNINGS', 'WRITE_ERRORS', 'AidetectError', 'check_range', 'hide_known_warnings', 'progress_bars', 'cache_dir',
+           'sha256_bytes', 'sha256_file', 'WriteFailed', 'writing', 'atomic_path', 'write_bytes_atomic', 'walk_files']
 
 # %% ../nbs/00_core.ipynb #5c68d423
 class AidetectError(Exception):
@@ -98,20 +98,46 @@ def sha256_file(path, chunk=1<<20) -> str:
     return h.hexdigest()
 
 # %% ../nbs/00_core.ipynb #83f66a29
+WRITE_ERRORS = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is exceeded',
+                errno.EFBIG: 'the file is larger than this file system (or a file-size limit) allows',
+                errno.EROFS: 'the file system is read-only', errno.EACCES: 'permission denied'}
+
+class WriteFailed(AidetectError):
+    "A file could not be written: a full disk, a quota, a file-size limit, a read-only or forbidden folder."
+
+def _free_space(path) -> str:
+    d = Path(path).absolute().parent
+    while not d.exists(): d = d.parent
+    try: return f'{shutil.disk_usage(d).free / 2**20:,.0f} MB free in {d}'
+    except OSError: return f'free space in {d} unknown'
+
+@contextmanager
+def writing(path):
+    "Turn an `OSError` of a full, limited or read-only file system while writing `path` into one `WriteFailed` line."
+    try: yield
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS: raise
+        raise WriteFailed(f'could not write {path}: {WRITE_ERRORS[e.errno]} ({_free_space(path)}); make room (or fix '
+                          'the folder) and run the same command again: what was finished is kept') from None
+
+_UMASK = os.umask(0o022); os.umask(_UMASK)   # read once: files get the permissions the user's umask gives
+
 @contextmanager
 def atomic_path(path):
     "Yield a temporary path beside `path`; on success it is fsynced and renamed to `path`, on error removed."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        with open(tmp, 'rb') as f: os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp)
+        try:
+            yield tmp
+            with open(tmp, 'rb') as f: os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes it 0600; the finished file is like any other the user writes
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists(): tmp.unlink()
 
 def write_bytes_atomic(path, data: bytes):
     "Write `data` to `path` atomically."

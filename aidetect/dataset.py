@@ -18,7 +18,7 @@ import csv, io, os, random
 from pathlib import Path, PurePosixPath
 import pandas as pd
 from PIL import Image
-from .core import AidetectError, atomic_path, progress_bars, sha256_bytes, sha256_file, write_bytes_atomic
+from .core import AidetectError, writing, atomic_path, progress_bars, sha256_bytes, sha256_file, write_bytes_atomic
 from .images import BadImage, encode_image, open_image
 
 # %% auto #0
@@ -163,9 +163,10 @@ class CsvAppender:
     def _write_line(self, values):
         buf = io.StringIO()
         csv.writer(buf, lineterminator='\n').writerow(['' if v is None or v is pd.NA else v for v in values])
-        self._f.write(buf.getvalue())
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        with writing(self.path):   # a full disk: one line; the cut-off row is repaired when the file is reopened
+            self._f.write(buf.getvalue())
+            self._f.flush()
+            os.fsync(self._f.fileno())
 
     def append(self, row: dict) -> bool:
         "Append `row` (a dict over `columns`) unless its key is already present; True if it was appended."

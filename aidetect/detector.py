@@ -206,6 +206,7 @@ def cli_predict(model: str,   # model path (base name, .json or .safetensors; .p
     model_files(model, allow_pickle)
     for p in paths:
         if not Path(p).exists(): raise AidetectError(f'{p} does not exist')
+    if not any(True for _ in walk_files(*paths)): raise AidetectError(f"no files in {', '.join(paths)}: nothing to predict")
     det = load_detector(model, allow_pickle=allow_pickle, device=device)
     threshold, source = det.decision(threshold)
     main = this_process().is_main   # under `accelerate launch` all processes predict, the first one writes

@@ -15,7 +15,8 @@ import numpy as np, pandas as pd
 import matplotlib
 import matplotlib.pyplot as plt
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import (confusion_matrix, roc_curve, precision_recall_curve, roc_auc_score,
+                             average_precision_score)
 from .core import AidetectError, check_range
 from .audit import audit as shortcut_audit
 from .dataset import LABELS, POSITIVE, dataset_root, group_keys, load_datasets, manifest_hash, read_manifest
@@ -24,11 +25,11 @@ from .metrics import METRICS, CI_METRICS, CI_COLUMNS, binary_metrics, expected_c
 from .process import this_process
 
 # %% auto #0
-__all__ = ['PRED_COLUMNS', 'KINDS', 'CELLS', 'POSITIVE_NOTE', 'plot_reliability', 'as_detector', 'named_datasets', 'evaluate',
-           'metrics_table', 'confusion_counts', 'ranked', 'format_table', 'markdown_table', 'DetectorResult',
-           'EvalResult', 'plot_confusion', 'confusion_html', 'plot_mistakes', 'confusion_state', 'confusion_widget',
-           'threshold_lines', 'write_report', 'transfer_results', 'tidy_transfer', 'transfer_matrix',
-           'transfer_heatmap', 'named_test_sets', 'cli_eval']
+__all__ = ['FIG_FORMATS', 'NA_NOTE', 'PRED_COLUMNS', 'KINDS', 'CELLS', 'POSITIVE_NOTE', 'plot_reliability', 'plot_curves',
+           'as_detector', 'named_datasets', 'evaluate', 'metrics_table', 'confusion_counts', 'ranked', 'format_table',
+           'markdown_table', 'DetectorResult', 'EvalResult', 'plot_confusion', 'confusion_html', 'plot_mistakes',
+           'confusion_state', 'confusion_widget', 'threshold_lines', 'write_report', 'transfer_results',
+           'tidy_transfer', 'transfer_matrix', 'transfer_heatmap', 'named_test_sets', 'cli_eval']
 
 # %% ../nbs/22_evaluate.ipynb #8af3dfef
 def plot_reliability(preds: pd.DataFrame, by: str = 'dataset', n_bins: int = 15, ax=None):
@@ -43,6 +44,28 @@ def plot_reliability(preds: pd.DataFrame, by: str = 'dataset', n_bins: int = 15,
     ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel='mean P(AI) in bin', ylabel='share of AI images in bin',
            title=f'reliability ({n_bins} bins)')
     ax.legend(fontsize=7, loc='upper left'); fig.tight_layout()
+    return fig
+
+# %% ../nbs/22_evaluate.ipynb #5f4886a3
+FIG_FORMATS = ('png', 'pdf', 'svg')
+NA_NOTE = ('`n/a`: a metric that is undefined for that test set (ROC AUC and AP need both classes; precision needs at '
+           'least one image called AI), never a zero.')
+
+def plot_curves(preds: pd.DataFrame, by: str = 'dataset'):
+    "ROC and precision-recall curves of predictions `preds` (AI positive), a line per value of `by` that has both classes."
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(8.4, 3.8))
+    roc.plot([0, 1], [0, 1], ls=':', c='grey', lw=1, label='chance')
+    for k, d in preds.groupby(by, sort=False):
+        y = (d['label'] == POSITIVE).astype(int)
+        if y.nunique() < 2: continue   # a curve needs both classes
+        fpr, tpr, _ = roc_curve(y, d['prob_ai']); prec, rec, _ = precision_recall_curve(y, d['prob_ai'])
+        roc.plot(fpr, tpr, lw=1.5, label=f"{k} (AUC {roc_auc_score(y, d['prob_ai']):.2f})")
+        pr.step(rec, prec, where='post', lw=1.5, label=f"{k} (AP {average_precision_score(y, d['prob_ai']):.2f})")
+    roc.set(xlabel='false positive rate (real called AI)', ylabel='true positive rate (AI called AI)', title='ROC',
+            xlim=(0, 1), ylim=(0, 1.02))
+    pr.set(xlabel='recall (AI called AI)', ylabel='precision', title='precision-recall', xlim=(0, 1), ylim=(0, 1.02))
+    for ax in (roc, pr): ax.legend(fontsize=7, loc='lower right'); ax.grid(alpha=0.3)
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/22_evaluate.ipynb #9907ff14
@@ -71,14 +94,15 @@ def evaluate(model, datasets, threshold: float = 0.5, bs: int = 64, allow_pickle
     check_range('bootstrap', bootstrap, 0)
     det = as_detector(model, allow_pickle, device)
     seen = set(det.info.get('train_groups', [])) | set(det.info.get('valid_groups', []))
-    preds, bad, manifests = [], [], {}
+    preds, bad, manifests, notes = [], [], {}, []
     for name, root in named_datasets(datasets).items():
         df = load_datasets(root)
         manifests[name] = dict(path=str(root), manifest_sha256=manifest_hash(root), n=len(df))
         overlap = set(group_keys(df)) & seen
         if overlap:
-            warnings.warn(f'{name}: {len(overlap)} source photo(s) of this test set were in the model\'s training data '
-                          f'(e.g. {sorted(overlap)[0]}); its numbers overstate transfer')
+            notes.append(f'{name}: {len(overlap)} source photo(s) of this test set were in the model\'s training data '
+                         f'(e.g. {sorted(overlap)[0]}); its numbers overstate transfer')
+            warnings.warn(notes[-1])
         prob = np.full(len(df), np.nan)
         for i, p, reason in predict_files(det, df['file'], bs=bs, num_workers=num_workers, progress=progress):
             if p is None: bad.append(dict(dataset=name, path=df['path'].iloc[i], reason=reason))
@@ -88,7 +112,11 @@ def evaluate(model, datasets, threshold: float = 0.5, bs: int = 64, allow_pickle
     cols = [c for c in PRED_COLUMNS if c != 'pred']
     p = pd.concat(preds, ignore_index=True)[cols] if preds else pd.DataFrame(columns=cols)
     p['pred'] = np.where(p['prob_ai'] >= threshold, 'ai', 'real')
-    return EvalResult(p, threshold, det, pd.DataFrame(bad, columns=['dataset', 'path', 'reason']), manifests, bootstrap, seed)
+    bad = pd.DataFrame(bad, columns=['dataset', 'path', 'reason'])
+    if len(bad): notes.append(f'{len(bad)} test image(s) could not be read and are not in the numbers (listed in unreadable.csv)')
+    res = EvalResult(p, threshold, det, bad, manifests, bootstrap, seed)
+    res.notes = notes
+    return res
 
 # %% ../nbs/22_evaluate.ipynb #86292168
 def metrics_table(preds: pd.DataFrame, threshold: float = 0.5, by: str = 'dataset', all_row: bool = True,
@@ -148,6 +176,7 @@ class DetectorResult:
         self.preds, self.threshold, self.detector = preds, threshold, detector
         self.unreadable, self.manifests = unreadable, manifests
         self.bootstrap, self.seed, self._tables = bootstrap, seed, {}
+        self.notes = []   # what qualifies the numbers (training overlap, unreadable images), said in every report
 
     @property
     def datasets(self) -> list: return list(self.manifests)
@@ -224,9 +253,9 @@ class EvalResult(DetectorResult):
         "An interactive confusion matrix for notebooks: pick a test dataset, slide the threshold, see mistakes."
         return confusion_widget(self)
 
-    def save(self, out, audit: bool = True) -> dict:
+    def save(self, out, audit: bool = True, pixels: bool = False, fig_format: str = 'png') -> dict:
         "Write metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png, report.md (and the test sets' audit) to `out`."
-        return write_report(self, out, audit)
+        return write_report(self, out, audit, pixels, fig_format)
 
 
 # %% ../nbs/22_evaluate.ipynb #783edb87
@@ -345,41 +374,47 @@ def threshold_lines(threshold: float, info: dict, bootstrap: int, seed: int) -> 
              f"its variations together), seed {seed}. With few groups they are rough, and a skewed metric (AP near its "
              "floor) can even sit just outside its own interval." if bootstrap else 'No intervals (bootstrap 0).')]
 
-def write_report(res: EvalResult, out, audit: bool = True) -> dict:
-    "Write `res` to folder `out`: metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png, report.md, a results card README.md; with `audit`, the test sets' shortcut audit too."
+def write_report(res: EvalResult, out, audit: bool = True, pixels: bool = False, fig_format: str = 'png') -> dict:
+    "Write `res` to folder `out`: metrics.csv, predictions.csv, unreadable.csv, confusion matrices, ROC/PR curves, reliability, report.md, a results card README.md (and the test sets' audit); returns the paths."
+    if fig_format not in FIG_FORMATS: raise AidetectError(f"--fig-format must be one of {', '.join(FIG_FORMATS)}, got {fig_format!r}")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     files = dict(metrics=out/'metrics.csv', predictions=out/'predictions.csv', unreadable=out/'unreadable.csv',
-                 reliability=out/'reliability.png', report=out/'report.md')
+                 reliability=out/f'reliability.{fig_format}', curves=out/f'roc_pr.{fig_format}', report=out/'report.md')
     table = res.table
     table.to_csv(files['metrics'], index=False)
     res.preds.to_csv(files['predictions'], index=False, float_format='%.9g')
     res.unreadable.to_csv(files['unreadable'], index=False)
     pngs = []
     for d in res.datasets:
-        fig = res.confusion(d); f = out/f'confusion_{_safe(d)}.png'
-        fig.savefig(f, dpi=100); plt.close(fig); pngs.append(f)
-    fig = plot_reliability(res.preds); fig.savefig(files['reliability'], dpi=100); plt.close(fig)
+        fig = res.confusion(d); f = out/f'confusion_{_safe(d)}.{fig_format}'
+        fig.savefig(f, dpi=150); plt.close(fig); pngs.append(f)
+    for key, fig in (('reliability', plot_reliability(res.preds)), ('curves', plot_curves(res.preds))):
+        fig.savefig(files[key], dpi=150); plt.close(fig)
     info = res.detector.info
     lines = [f"# aidetect evaluation", '',
              f"Model: `{info.get('name', 'detector')}` ({info.get('arch', '?')}, {info.get('size', '?')} px), trained on "
              + (', '.join(f"{d['name']} (manifest sha256 {d['manifest_sha256'][:12]})" for d in info.get('datasets', [])) or 'unknown data')
-             + '.', '', *threshold_lines(res.threshold, info, res.bootstrap, res.seed), '', markdown_table(table)]
+             + '.', '', *[f'**Note:** {n}' for n in res.notes], *([''] if res.notes else []),
+             *threshold_lines(res.threshold, info, res.bootstrap, res.seed), '', markdown_table(table), '', NA_NOTE]
     lines += ['', 'Test datasets:', ''] + [f"- {n}: `{m['path']}`, {m['n']} images, manifest sha256 `{m['manifest_sha256']}`"
                                            for n, m in res.manifests.items()]
     lines += ['', 'Every number above is recomputed by sklearn from `predictions.csv` (columns `prob_ai`, `label`, and '
               '`domain` and `group` for the resampling).', '']
-    lines += [f'![{p.stem}]({p.name})' for p in pngs] + ['', f"![reliability]({files['reliability'].name})"]
+    lines += [f'![{p.stem}]({p.name})' for p in pngs] + ['', f"![ROC and precision-recall curves]({files['curves'].name})",
+              '', f"![reliability]({files['reliability'].name})"]
     if audit:   # a score is only as good as the test set: could its file metadata alone tell the classes apart?
-        a = shortcut_audit({n: m['path'] for n, m in res.manifests.items()}, bootstrap=res.bootstrap, seed=res.seed)
+        a = shortcut_audit({n: m['path'] for n, m in res.manifests.items()}, bootstrap=res.bootstrap, seed=res.seed, pixels=pixels)
         files['audit'] = a.save(out)['report']
-        lines += ['', '## Shortcut audit of the test sets', '', 'If file metadata alone separate real from AI in a test '
-                  'set, a score above may partly measure that shortcut rather than generation.', '', *a.markdown(), '',
+        lines += ['', '## Shortcut audit of the test sets', '', 'If file metadata alone (or, with the pixel audit, simple pixel '
+                  'statistics) separate real from AI in a test set, a score above may partly measure that shortcut rather than generation.', '', *a.markdown(), '',
                   f"Plots per property and class: [{files['audit'].name}]({files['audit'].name})."]
-    files['report'].write_text('\n'.join(lines) + '\n')
+    files['confusion'] = pngs
     from aidetect.hf import results_card
     files['card'] = out/'README.md'   # the test results as a model card's model-index, for the Hub
     files['card'].write_text(str(results_card(table, info)), encoding='utf-8')
-    files['confusion'] = pngs
+    listed = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith('.')) + ['report.md']
+    lines += ['', '## Files', '', *[f'- `{n}`' for n in sorted(set(listed))]]
+    files['report'].write_text('\n'.join(lines) + '\n')
     return files
 
 def _safe(name: str) -> str: return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)
@@ -442,14 +477,17 @@ def cli_eval(model: str,   # model path (base name, .json or .safetensors; .pkl 
              bootstrap: int = 1000,   # resamples of source groups for the 95 % intervals of accuracy, AUC and AP (0: off)
              bs: int = 64,   # batch size
              allow_pickle: bool = False,   # allow loading a fastai .pkl (runs code from the file)
-             device: str = None):   # cpu or cuda (default: cuda if available)
+             device: str = None,   # cpu or cuda (default: cuda if available)
+             audit_pixels: bool = False,   # with --report: the test sets' pixel audit too (residual spectra, resampling, JPEG traces)
+             fig_format: str = 'png'):   # figures as png, pdf or svg
     "Evaluate a detector on each test dataset: accuracy (all, real, AI; at 0.5, tuned, oracle), AUC, AP, TPR@5%FPR, ECE, intervals."
     check_range('threshold', threshold, 0, 1); check_range('bs', bs, 1); check_range('bootstrap', bootstrap, 0)
+    if fig_format not in FIG_FORMATS: raise AidetectError(f"--fig-format must be one of {', '.join(FIG_FORMATS)}, got {fig_format!r}")
     sets = named_test_sets(model, datasets, names, allow_pickle)
     res = evaluate(model, sets, threshold, bs, allow_pickle, device, bootstrap=bootstrap)
     if not this_process().is_main: return   # under `accelerate launch` every process has the merged result; one reports
     print(format_table(res.table))
     if len(res.unreadable): print(f'{len(res.unreadable)} unreadable image(s): first is {res.unreadable.iloc[0].to_dict()}')
     if report:
-        files = res.save(report)
-        print(f"report: {files['report']} (+ metrics.csv, predictions.csv, {len(files['confusion'])} confusion matrices, reliability.png, audit.md)")
+        files = res.save(report, pixels=audit_pixels, fig_format=fig_format)
+        print(f"report: {files['report']} (+ {', '.join(sorted(p.name for p in Path(report).iterdir() if p.name != 'report.md'))})")

@@ -11,18 +11,19 @@ import os, sys
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np, torch
+import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
 from PIL import Image
 from fastcore.basics import patch
-from .core import AidetectError
-from .images import open_image
+from .core import AidetectError, atomic_path, walk_files
+from .images import BadImage, open_image
 from .detector import Detector, load_detector
 from .evaluate import EvalResult, as_detector, ranked
 
 # %% auto #0
 __all__ = ['detector_layers', 'layer_sides', 'default_layer', 'describe_layer', 'find_layer', 'gradcam', 'flat_map', 'seen_box',
-           'overlay', 'add_colorbar', 'show_gradcam', 'display_scale', 'gradcam_panel', 'explain_files', 'cli_explain']
+           'overlay', 'add_colorbar', 'show_gradcam', 'display_scale', 'gradcam_panel', 'explain_panel',
+           'explain_files', 'cli_explain']
 
 # %% ../nbs/23_explain.ipynb #6350b9ce
 def _body(det: Detector): return det.model[0]
@@ -200,31 +201,69 @@ def gradcam_gallery(self: EvalResult, dataset: str, kind: str = 'fp', k: int = 6
     return fig
 
 # %% ../nbs/23_explain.ipynb #b42be139
-def explain_files(model, images, out, layer=None) -> list:
-    "Write a Grad-CAM overlay PNG (`<stem>_gradcam.png`) for each image into folder `out`; returns (path, P(AI)) pairs."
-    det, out, done = as_detector(model), Path(out), []
+def explain_panel(image, heat: np.ndarray, box=None, title: str = '', min_side: int = 256) -> Image.Image:
+    "The image and its Grad-CAM overlay side by side, small images enlarged, a colour bar, `title` above; an empty map says so."
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.patches import Rectangle
+    im, flat = image.convert('RGB'), flat_map(heat)
+    f = display_scale(*im.size, min_side)
+    w, h = round(im.width * f), round(im.height * f)
+    how = Image.NEAREST if f >= 1 else Image.LANCZOS
+    pics = [im.resize((w, h), how), overlay(im, heat, 0 if flat else 0.5, box).resize((w, h), how)]
+    W, H = 2 * w + 110, h + 64
+    fig = Figure(figsize=(W / 100, H / 100), dpi=100)
+    axs = [fig.add_axes(((10 + k * (w + 14)) / W, 24 / H, w / W, h / H)) for k in range(2)]
+    for ax, pic, name in zip(axs, pics, ('image', 'Grad-CAM, AI class')):
+        ax.imshow(pic, interpolation='nearest'); ax.set_axis_off(); ax.set_title(name, fontsize=8, pad=2)
+    if box is not None and tuple(box) != (0, 0, *im.size):
+        x0, y0, x1, y1 = (round(v * f) for v in box)
+        axs[1].add_patch(Rectangle((x0 - .5, y0 - .5), x1 - x0, y1 - y0, fill=False, ec='white', ls='--', lw=1.5))
+    if flat: axs[1].text(w / 2, h / 2, 'empty map:\nnothing to show', ha='center', va='center', color='white',
+                         fontsize=12, bbox=dict(fc='black', alpha=0.6, ec='none'))
+    else: add_colorbar(fig, cax=fig.add_axes(((2 * w + 32) / W, 24 / H, 12 / W, h / H)))
+    fig.text(10 / W, (H - 14) / H, title, fontsize=9, va='center')
+    scale = f'{f:.0f}× enlarged (nearest neighbour)' if f > 1 else 'actual size' if f == 1 else f'reduced to {f:.0%}'
+    fig.text(10 / W, 8 / H, f'{im.width}×{im.height} px image, {scale}', fontsize=7)
+    canvas = FigureCanvasAgg(fig); canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+
+def explain_files(model, paths, out, layer=None, threshold: float | None = None) -> pd.DataFrame:
+    "Write `<stem>_gradcam.png` (image | overlay) for each image in `paths` (folders walked) into `out`; one row per file, unreadable ones with their reason."
+    det, out, rows = as_detector(model), Path(out), []
     out.mkdir(parents=True, exist_ok=True)
     name, _ = find_layer(det, layer)
-    for f in map(Path, images):
-        im = open_image(f)
+    t, _ = det.decision(threshold)
+    for f in walk_files(*paths):
+        try: im = open_image(f)
+        except BadImage as e: rows.append(dict(path=str(f), reason=f'{e.reason}: {e.detail}')); continue
         p = float(det.predict_batch(det.prepare(im)[None])[0])
-        dest = out/f'{f.stem}_gradcam.png'
-        heat = gradcam(det, im, name)
-        overlay(im, heat, 0.0 if flat_map(heat) else 0.5, seen_box(det, *im.size)).save(dest)
-        done.append((dest, p))
-    return done
+        heat, dest = gradcam(det, im, name), out/f'{f.stem}_gradcam.png'
+        label = 'AI' if p >= t else 'real'
+        title = f'{f.name}: P(AI) = {p:.3f}, called {label} (threshold {t:.3g}) · layer {name}'
+        explain_panel(im, heat, seen_box(det, *im.size), title).save(dest)
+        rows.append(dict(path=str(f), prob_ai=p, label=label, overlay=str(dest), empty_map=flat_map(heat), reason=''))
+    table = pd.DataFrame(rows, columns=['path', 'prob_ai', 'label', 'overlay', 'empty_map', 'reason'])
+    with atomic_path(out/'explain.csv') as tmp: table.to_csv(tmp, index=False)
+    return table
 
 # %% ../nbs/23_explain.ipynb #74819fc4
 def cli_explain(model: str,   # model path (base name, .json or .safetensors; .pkl needs --allow-pickle)
-                *images: str,   # image files
-                Out: Annotated[str, dict(required=True)] = None,   # folder for the <stem>_gradcam.png files
+                *images: str,   # image files or folders (walked recursively)
+                Out: Annotated[str, dict(required=True)] = None,   # folder for the <stem>_gradcam.png files and explain.csv
                 layer: str = None,   # block to explain, e.g. layer3 or layer4 for ResNets (default: the deepest with a map of at least 4×4)
+                threshold: float = None,   # P(AI) at or above which an image is called AI (default: the model's validation-tuned threshold)
                 allow_pickle: bool = False):   # allow loading a fastai .pkl (runs code from the file)
-    "Write a Grad-CAM overlay (for the AI class) of each image, and print its P(AI)."
-    if not images: raise AidetectError('give at least one image')
+    "Write each image beside its Grad-CAM overlay (for the AI class), with P(AI) and the call; unreadable files are listed, not fatal."
+    if not images: raise AidetectError('give at least one image file or folder')
     for f in images:
         if not Path(f).exists(): raise AidetectError(f'{f} does not exist')
+    if not any(True for _ in walk_files(*images)): raise AidetectError(f"no files in {', '.join(images)}")
     det = load_detector(model, allow_pickle=allow_pickle)
     print(f'aidetect: {describe_layer(det, layer)}', file=sys.stderr)
-    for dest, p in explain_files(det, images, Out, layer):
-        print(f'{dest}\tP(AI)={p:.3f}')
+    t = explain_files(det, images, Out, layer, threshold)
+    for r in t.itertuples():
+        if r.reason: print(f'{r.path}\tunreadable: {r.reason}', file=sys.stderr); continue
+        print(f'{r.overlay}\tP(AI)={r.prob_ai:.3f}\t{r.label}' + ('\t(empty map: nothing at this layer raises P(AI); try --layer)' if r.empty_map else ''))
+    bad = int((t.reason != '').sum())
+    print(f'{len(t) - bad} overlay(s) in {Out}, {bad} unreadable; every file listed in {Path(Out)/"explain.csv"}', file=sys.stderr)

@@ -48,21 +48,35 @@ def to_rgb(im: Image.Image, background=(255, 255, 255)) -> Image.Image:
     return im.convert('RGB')
 
 # %% ../nbs/02_images.ipynb #0b0ec4b7
+from .decode import draft_scale, turbo_decode
+
 def _exif_rotated(im) -> bool:
     "Does `im`'s EXIF orientation turn it by 90° (width and height swap when it is shown)?"
     try: return im.getexif().get(0x0112) in (5, 6, 7, 8)
     except Exception: return False
 
-def open_image(source, max_pixels: int | None = None, draft: tuple | None = None) -> Image.Image:
-    "Decode `source` (path, bytes or file object) to an upright RGB image, or raise `BadImage`; `draft`: see below."
+def _turbo_draft(im, data, draft, fast) -> Image.Image | None:
+    "JPEG `im` (its file `data`) decoded by libjpeg-turbo at `draft`'s scale, keeping `im.info` (EXIF); None: use PIL."
+    if data is None or im.mode not in ('RGB', 'L'): return None
+    a = turbo_decode(data, draft_scale(*im.size, draft), fast)
+    if a is None: return None
+    out = Image.fromarray(a)
+    out.info.update(im.info)   # the EXIF orientation, applied below like PIL's own decode's
+    return out
+
+def open_image(source, max_pixels: int | None = None, draft: tuple | None = None, fast: bool = False) -> Image.Image:
+    "Decode `source` (path, bytes or file object) to an upright RGB image, or raise `BadImage`; `draft`, `fast`: see below."
     name = str(source) if isinstance(source, (str, os.PathLike)) else '<bytes>'
+    data = None   # the file's bytes, for libjpeg-turbo, when the image is to be drafted
     if isinstance(source, (bytes, bytearray)):
         if not source: raise BadImage('empty-file', 'the file has 0 bytes')
-        source = io.BytesIO(source)
+        data, source = source, io.BytesIO(source)
     if isinstance(source, (str, os.PathLike)):
         if not Path(source).exists(): raise BadImage('missing', f'{name} does not exist')
         if Path(source).stat().st_size == 0: raise BadImage('empty-file', 'the file has 0 bytes')
     try:
+        if draft is not None and isinstance(source, (str, os.PathLike)):
+            data = Path(source).read_bytes(); source = io.BytesIO(data)
         with warnings.catch_warnings():
             # PIL only *warns* between MAX_IMAGE_PIXELS and twice that; treat both as bombs.
             warnings.simplefilter('error', Image.DecompressionBombWarning)
@@ -74,7 +88,9 @@ def open_image(source, max_pixels: int | None = None, draft: tuple | None = None
             if draft is not None and fmt in ('JPEG', 'MPO'):   # MPO: cameras' JPEG with a second picture
                 dw, dh = draft
                 if _exif_rotated(im): dw, dh = dh, dw   # `draft` is asked for upright; the file stores it sideways
-                im.draft(im.mode, (dw, dh))
+                turbo = _turbo_draft(im, data, (dw, dh), fast)
+                if turbo is None: im.draft(im.mode, (dw, dh))   # PIL: other modes, and what libjpeg-turbo declined
+                else: im = turbo
             im.load()
     except BadImage: raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e: raise BadImage('decompression-bomb', str(e))
@@ -87,9 +103,8 @@ def open_image(source, max_pixels: int | None = None, draft: tuple | None = None
         im = to_rgb(im)
     except (OSError, ValueError) as e: raise BadImage('unsupported-mode', f'mode {im.mode}: {e}')
     if draft is None or fmt in ('JPEG', 'MPO'): return im
-    s = min(im.width // draft[0], im.height // draft[1])   # other formats: the factor libjpeg would have chosen,
-    k = next((d for d in (8, 4, 2) if s >= d), 1)           # by block averages, which is what its scaled decoding does
-    return im.reduce(k) if k > 1 else im
+    k = draft_scale(im.width, im.height, draft)   # other formats: the factor libjpeg would have chosen, by block
+    return im.reduce(k) if k > 1 else im           # averages, which is what its scaled decoding does
 
 # %% ../nbs/02_images.ipynb #b18ae245
 @lru_cache(maxsize=1)

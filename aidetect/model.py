@@ -25,7 +25,7 @@ from fastai.vision.all import (Resize, ResizeMethod, RandomCrop, Normalize, Tran
                                create_timm_model, create_body, model_meta, PILImage, ConvLayer, Flatten, TensorImage)
 
 # %% auto #0
-__all__ = ['AUGMENTATIONS', 'simple_cnn', 'resolve_arch', 'build_model', 'norm_stats', 'WeightsUnavailable',
+__all__ = ['AUGMENTATIONS', 'simple_cnn', 'resolve_arch', 'build_model', 'min_size', 'norm_stats', 'WeightsUnavailable',
            'weights_unavailable', 'load_body_weights', 'CropBottom', 'CropResize', 'check_aug', 'inference_tfms',
            'draft_size', 'norm_of', 'precision_for']
 
@@ -61,6 +61,18 @@ def build_model(arch: str, n_out: int = 2, pretrained: bool = False) -> nn.Modul
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', FutureWarning)
         return create_vision_model(fn, n_out, pretrained=pretrained)
+
+# %% ../nbs/07_model.ipynb #3942b854
+def min_size(arch: str) -> int:
+    "The smallest input size (px) `arch` takes: timm's stated minimum, 75 for Inception v3, 16 for `simple_cnn`, else 32."
+    kind, fn = resolve_arch(arch)
+    if kind == 'simple_cnn': return 16
+    if kind == 'timm':
+        import timm
+        cfg = timm.get_pretrained_cfg(fn)
+        m = getattr(cfg, 'min_input_size', None) if cfg is not None else None
+        if m: return int(max(m[1:]))
+    return 75 if 'inception' in str(getattr(fn, '__name__', fn)) else 32
 
 # %% ../nbs/07_model.ipynb #e93986c2
 def norm_stats(arch: str) -> tuple:

@@ -12,7 +12,7 @@ Docs: https://aidetect.github.io/aidetect/process.html.md"""
 
 # %% ../nbs/05_process.ipynb #17bffff8
 from __future__ import annotations
-import functools, os, signal, threading, time
+import atexit, functools, os, signal, threading, time
 
 # %% auto #0
 __all__ = ['stop_with_parent', 'Distributor', 'this_process', 'default_workers']
@@ -30,6 +30,13 @@ def stop_with_parent(interval: float = 1.0) -> threading.Thread:
     return t
 
 # %% ../nbs/05_process.ipynb #8f3b40dd
+def _leave_process_group():
+    "Destroy the process group before the interpreter exits (left alive, gloo can abort the exit: 'terminate called')."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        try: dist.destroy_process_group()
+        except Exception: pass   # exiting anyway: a group a peer already left cannot be waited for
+
 class Distributor:
     "This process's rank and the world size; under `accelerate launch` they come from accelerate's `PartialState`."
     def __init__(self):
@@ -40,6 +47,7 @@ class Distributor:
             # without a GPU, accelerate only goes multi-process when told it is on CPU (gloo backend)
             self.state = PartialState(cpu=not torch.cuda.is_available())
             stop_with_parent()
+            atexit.register(_leave_process_group)
         self.rank = self.state.process_index if self.state else 0
         self.world = self.state.num_processes if self.state else 1
 

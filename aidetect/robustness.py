@@ -197,17 +197,15 @@ def _predict(det, x: torch.Tensor, bs: int) -> np.ndarray:
     return np.concatenate([det.predict_batch(x[i:i + bs]) for i in range(0, len(x), bs)]) if len(x) else np.zeros(0)
 
 # %% ../nbs/25_robustness.ipynb #f8733719
-def _test_rows(datasets, workers, progress) -> tuple[pd.DataFrame, list, dict]:
-    "(usable manifest rows of all test `datasets`, unreadable ones as dicts, {name: manifest facts})."
-    parts, bad, manifests = [], [], {}
+def _test_rows(datasets) -> tuple[pd.DataFrame, list, dict]:
+    "(manifest rows of all test `datasets`, [] for the unreadable ones the sweep finds, {name: manifest facts})."
+    parts, manifests = [], {}
     for name, root in named_datasets(datasets).items():
         df = load_datasets(root).assign(dataset=name)
         manifests[name] = dict(path=str(root), manifest_sha256=manifest_hash(root), n=len(df))
-        ok, excluded = preflight(df, workers, progress)
-        bad += [dict(dataset=name, path=r.path, reason=r.reason) for r in excluded.itertuples()]
-        parts.append(ok)
+        parts.append(df)
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(PRED_COLUMNS) + ['file', 'sha256'])
-    return rows, bad, manifests
+    return rows, [], manifests   # no separate check: the sweep's own decode records a bad file, so none is decoded twice
 
 def _predict_run(det, run, ims, labels, seeds, x0, clean, fakes_only, bs, pool) -> np.ndarray:
     "P(AI) of decoded images `ims` under `run` (name, level, setting); `x0`, `clean`: their clean inputs and P(AI)."
@@ -240,7 +238,7 @@ def robustness(model,                       # a model path, `Detector` or fastai
     check_range('chunk', chunk, 1)
     ops = parse_perturb(perturb)
     det = as_detector(model, allow_pickle, device)
-    rows, bad, manifests = _test_rows(datasets, workers, progress)
+    rows, bad, manifests = _test_rows(datasets)
     rows['image_seed'] = image_seeds(rows) ^ seed
     setting = 'fakes-only' if fakes_only else 'both'
     runs = [('clean', None, 'none')] + [(n, l, s) for n, l in ops
@@ -252,7 +250,7 @@ def robustness(model,                       # a model path, `Detector` or fastai
             t0, part = time.perf_counter(), rows.iloc[start:start + chunk]
             ims = list(pool.map(_decode, part['file']))
             bad += [dict(dataset=d, path=p, reason=im) for d, p, im in zip(part['dataset'], part['path'], ims)
-                    if isinstance(im, str)]                                # went bad since the check
+                    if isinstance(im, str)]                                # recorded, and left out
             good = [i for i, im in enumerate(ims) if not isinstance(im, str)]
             idx = start + np.array(good, dtype=int)
             ims, labels, seeds = [ims[i] for i in good], part['label'].to_numpy()[good], part['image_seed'].to_numpy()[good]

@@ -20,6 +20,7 @@ Docs: https://aidetect.github.io/aidetect/script.html.md"""
 from __future__ import annotations
 import argparse, importlib, inspect, logging, os, sys, typing, warnings
 from dataclasses import dataclass
+from pathlib import Path
 from fastcore.script import anno_parser
 from fastcore.meta import delegates
 from fastcore.docments import docments
@@ -118,12 +119,23 @@ def quiet_libs(prog: str = 'aidetect', bars: bool = True):
         except (ImportError, AttributeError): pass
     warnings.filterwarnings('ignore', category=FutureWarning)
     warnings.filterwarnings('ignore', category=DeprecationWarning)
-    warnings.showwarning = lambda msg, cat, *a, **k: print(f'{prog}: warning: {msg}', file=sys.stderr)
+    warnings.showwarning = lambda msg, cat, filename, *a, **k: _show_warning(prog, msg, cat, filename)
+
+def _show_warning(prog: str, msg, category, filename: str):
+    "Our warnings as one `prog: warning:` line; another library's under its own name, never under ours."
+    if os.sep + 'aidetect' + os.sep in str(filename): print(f'{prog}: warning: {msg}', file=sys.stderr)
+    else: print(f'{category.__name__} (from {Path(filename).parent.name}/{Path(filename).name}): {msg}', file=sys.stderr)
 
 # %% ../nbs/01_script.ipynb #0c93b5ed
 def run_cli(prog: str, commands: list, argv=None, description: str = '', epilog: str = '') -> int:
-    "Parse `argv` for CLI `prog` and run the chosen command; returns the exit status."
-    argv = list(sys.argv[1:] if argv is None else argv)
+    "Parse `argv` for CLI `prog` and run the chosen command; returns the exit status (130 after Ctrl-C, at any moment)."
+    try: return _run(prog, commands, list(sys.argv[1:] if argv is None else argv), description, epilog)
+    except KeyboardInterrupt:   # also while torch and fastai are still being imported
+        print(f'{prog}: interrupted', file=sys.stderr); return 130
+    except AidetectError as e:
+        print(f'{prog}: error: {e}', file=sys.stderr); return 2
+
+def _run(prog, commands, argv, description, epilog) -> int:
     quiet_libs(prog, bars=False)   # before a command's module is imported: importing fastai and diffusers warns
     names = {c.name: c for c in commands}
     chosen = next((a for a in argv if not a.startswith('-')), None)
@@ -133,10 +145,5 @@ def run_cli(prog: str, commands: list, argv=None, description: str = '', epilog:
     if name is None: p.print_help(); return 2
     for k in ('pdb', 'xtra'): a.pop(k, None)
     quiet_libs(prog)   # a command runs: now the libraries' bars too (this imports diffusers and torch)
-    try:
-        rc = call_with(names[name].load(argv), a)
-        return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
-    except AidetectError as e:
-        print(f'{prog}: error: {e}', file=sys.stderr); return 2
-    except KeyboardInterrupt:
-        print(f'{prog}: interrupted', file=sys.stderr); return 130
+    rc = call_with(names[name].load(argv), a)
+    return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0

@@ -293,8 +293,8 @@ def write_sequence_report(res, out) -> dict:
 
 # %% ../nbs/27_sequence.ipynb #125d3855
 def asks_for_sequence(argv: list) -> bool:
-    "Does an `aidetect train` command line ask for a sequence (`--incremental`)?"
-    return '--incremental' in argv
+    "Does an `aidetect train` command line ask for a sequence (`--incremental`, or `--replay`, which needs it)?"
+    return '--incremental' in argv or any(a.startswith('--replay') for a in argv)
 
 def names_a_sequence(argv: list) -> bool:
     "Is the model of an `aidetect eval` command line a sequence (its first positional argument)?"

@@ -30,7 +30,7 @@ from .images import BadImage, open_image
 from .dataset import LABELS, SPLITS, load_datasets, group_keys, group_split_idxs, split_idxs, count_table, manifest_hash, preflight
 from .process import Distributor, this_process, default_workers
 from .model import (resolve_arch, norm_of, norm_stats, draft_size, precision_for, AUGMENTATIONS, WeightsUnavailable,
-                            load_body_weights, weights_unavailable)
+                            load_body_weights, weights_unavailable, check_aug, min_size)
 from .augment import item_tfms, batch_tfms, need_watermark
 from .metrics import best_cut, THRESHOLD_RULE
 from .detector import model_files, save_detector
@@ -41,7 +41,7 @@ __all__ = ['ITEM_COLUMNS', 'OPTIMIZERS', 'DEFAULT_LR', 'LOGGERS', 'DetectorImage
            'balance_weights', 'BalancedDL', 'collate_channels_last', 'detector_dls', 'detector_metrics', 'opt_func',
            'TrainRun', 'load_detector_weights', 'detector_learner', 'suggest_lr', 'epoch_lines', 'validation_threshold',
            'best_checkpoint', 'log_names', 'MLflowLogger', 'log_callbacks', 'fit_detector', 'check_training',
-           'train_detector', 'training_summary', 'export_detector', 'cli_train']
+           'settings_of', 'train_detector', 'training_summary', 'export_detector', 'cli_train']
 
 # %% ../nbs/20_train.ipynb #d2baffc7
 class DetectorImage(PILImage):
@@ -183,8 +183,8 @@ def detector_dls(source, size: int = 224, arch: str = 'resnet34', seed: int = 42
         wgts = balance_weights(df.iloc[dsets.splits[0]].reset_index(drop=True))
         dls = dsets.weighted_dataloaders(wgts, after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kw)
     else: dls = dblock.dataloaders(items, **kw)
-    dls.manifest, dls.excluded, dls.size, dls.seed = df, excluded, size, seed
-    dls.valid_pct, dls.aug, dls.balance, dls.split = valid_pct, aug, balance, split
+    # what the loader holds (the settings themselves are the run's: `TrainRun.settings`)
+    dls.manifest, dls.excluded, dls.size, dls.valid_pct = df, excluded, size, valid_pct
     keys = group_keys(df)
     dls.train_groups, dls.valid_groups = sorted(set(keys[~df['is_valid']])), sorted(set(keys[df['is_valid']]))
     return dls
@@ -522,14 +522,20 @@ def check_training(settings: dict) -> dict:
         model_files(s['init'])   # a wrong path fails before any data is read
     if s['bs'] < this_process().world:
         raise AidetectError(f"--bs {s['bs']} is smaller than the {this_process().world} processes; give each at least one image")
-    resolve_arch(s['arch'])
+    resolve_arch(s['arch']); check_aug(s['aug'])
+    if s['size'] < min_size(s['arch']):
+        raise AidetectError(f"--size {s['size']} is too small for {s['arch']}: it takes at least {min_size(s['arch'])} px")
     return settings
 
-def _accepts(fn, kwargs: dict) -> dict:
-    "The items of `kwargs` that `fn` takes by name."
-    return {k: v for k, v in kwargs.items() if k in inspect.signature(fn).parameters}
+def settings_of(fn, but=()) -> tuple:
+    "The names of `fn`'s parameters that have defaults (the settings it takes), but `but`."
+    return tuple(k for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty and k not in but)
 
 # %% ../nbs/20_train.ipynb #805f8bfb
+# what each part takes, read once: routing by these names does not depend on what a caller patches in later
+_DLS, _LEARNER, _FIT = (settings_of(detector_dls, ('verbose', 'draws')), settings_of(detector_learner, ('metrics', 'channels_last')),
+                        settings_of(fit_detector, ('verbose',)))
+
 @delegates_many(detector_dls, detector_learner, fit_detector,
                 but=['source', 'dls', 'learn', 'draws', 'verbose', 'metrics', 'channels_last', 'seed'])
 def train_detector(source,                  # dataset folder(s), or a manifest DataFrame (an `is_valid` column keeps its split)
@@ -554,13 +560,13 @@ def train_detector(source,                  # dataset folder(s), or a manifest D
     set_seed(seed, reproducible=device.type != 'cuda')   # cuDNN's autotuner is worth more on a GPU than bit-for-bit reruns
     if s['steps'] is not None: s['balance'] = True   # the study's batches: classes, and domains within them, drawn equally
     local_bs = s['bs'] // dist.world
-    dls = detector_dls(source, **{**_accepts(detector_dls, s), 'bs': local_bs, 'device': device, 'verbose': verbose and dist.is_main,
+    dls = detector_dls(source, **{**{k: s[k] for k in _DLS}, 'bs': local_bs, 'device': device, 'verbose': verbose and dist.is_main,
                                   'draws': s['eval_every'] * local_bs * dist.world if s['steps'] is not None else None})
     if (s['steps'] is not None or s['patience'] is not None) and not len(dls.valid_ds):
         raise AidetectError('--steps and --patience judge checkpoints on validation images; give a --valid-pct above 0')
-    learn = detector_learner(dls, **_accepts(detector_learner, s))
+    learn = detector_learner(dls, **{k: s[k] for k in _LEARNER})
     learn.facts.settings = {k: v for k, v in s.items() if k != 'verbose'}
-    return fit_detector(learn, **_accepts(fit_detector, s))
+    return fit_detector(learn, **{k: s[k] for k in _FIT}, verbose=verbose)
 
 # %% ../nbs/20_train.ipynb #4fd29538
 def _diverged(losses) -> str:
@@ -618,7 +624,8 @@ def info(self: TrainRun, learn: Learner) -> dict:
                 lr=self.lr, train_seconds=self.seconds, metrics={n: num(v) for n, v in zip(names, vals)},
                 history=[dict(zip(['train_loss'] + names, map(num, r))) for r in learn.recorder.values],
                 schedule=self.schedule, init=self.init_file, threshold=self.threshold, threshold_rule=self.threshold_rule,
-                settings={k: v for k, v in s.items() if k not in ('device', 'workers')},
+                settings={k: v if v is None or isinstance(v, (bool, int, float, str)) else str(v)   # paths as text
+                          for k, v in s.items() if k not in ('device', 'workers')},
                 versions=_versions(), git_commit=_git_commit(), created=time.strftime('%Y-%m-%dT%H:%M:%S'))
 
 def export_detector(learn: Learner, out, pickle: bool = True) -> dict:

@@ -7,6 +7,9 @@ speed does not depend on them), the same batches at 224 px and the same device:
   per core), then the bare model forward on the batches already stacked in memory; its time is the sum of the two;
 - aidetect: `predict_files(det, files)`: decoding in DataLoader workers while the model runs, P(AI) per file.
 
+Beside them, the decode alone both ways: PIL's (the reference's) and aidetect's (`open_image` with `draft`: libjpeg-turbo
+for JPEGs), on the same cores, so the share of the decoder in the difference shows.
+
 Target: ratio >= 0.8. On a CPU the forward pass dominates both sides; the ratio says most where there is a GPU.
 
     python bench/bench_predict.py [--n 256] [--bs 32] [--sizes 500 1500 3000]
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_loader import SIZES, cores, make_photos, reference
+from bench_loader import SIZES, _decode_part, cores, make_photos, reference
 
 
 def ready_batches(files: list, size: int, bs: int) -> list:
@@ -52,7 +55,8 @@ def main():
             files = make_photos(Path(d) / f'{w}', w, h, a.n)
             batches = ready_batches(files, a.size, a.bs)
             det.predict_batch(batches[0]); sync()                               # warm-up
-            decode, _ = reference(files, a.size, 1)
+            decode, decode_cpu = reference(files, a.size, 1)
+            mine, mine_cpu = reference(files, a.size, 1, _decode_part, False)
             t = time.perf_counter()
             for x in batches: det.predict_batch(x)
             sync(); fwd = a.n / (time.perf_counter() - t)
@@ -61,7 +65,8 @@ def main():
             n = sum(1 for _ in predict_files(det, files, bs=a.bs, num_workers=a.workers))
             sync(); got = n / (time.perf_counter() - t)
             print(f'{w}×{h}: predict {got:6.1f} img/s; reference: decode {decode:6.1f} img/s + bare forward {fwd:6.1f} img/s '
-                  f'= {ref:6.1f} img/s; predict ÷ reference = {got / ref:.2f} (target >= 0.8)', flush=True)
+                  f'= {ref:6.1f} img/s; predict ÷ reference = {got / ref:.2f} (target >= 0.8); decode alone: PIL {decode:6.1f} '
+                  f'img/s ({decode_cpu:.2f} CPU ms/img), aidetect {mine:6.1f} img/s ({mine_cpu:.2f})', flush=True)
 
 
 if __name__ == '__main__':

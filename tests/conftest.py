@@ -57,6 +57,14 @@ def demo_data(tmp_path_factory, tiny_backend):
 
 
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
+
+
+def need_chromium(path=CHROMIUM):
+    "Skip a browser test without Chromium; under CI=true fail it instead, with one line saying what to install."
+    if path: return path
+    msg = "no Chromium on PATH: install Debian's chromium (apt-get install chromium), as .ci/run does"
+    if os.environ.get('CI') == 'true': pytest.fail(f'{msg}; CI must run the browser tests', pytrace=False)
+    pytest.skip(msg)
 # Without the background-networking flags Chromium keeps trying to reach Google's services, which a closed network refuses.
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
                  '--disable-sync', '--disable-dev-shm-usage', '--no-first-run']

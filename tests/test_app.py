@@ -3,9 +3,10 @@ import os, re, shutil, socket
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
-from conftest import CHROMIUM, CHROMIUM_ARGS, keep_screenshot, run_cli, noise_image
+from conftest import CHROMIUM, CHROMIUM_ARGS, keep_screenshot, need_chromium, run_cli, noise_image
 
 
 @pytest.fixture(scope='module')
@@ -38,12 +39,21 @@ def app_url(model):
     app.close()
 
 
-def test_explain_writes_overlays_of_the_image_size(model, uploads, tmp_path):
-    p = run_cli('aidetect', 'explain', model['json'], uploads / 'good.png', uploads / 'anim.gif', '--out', tmp_path,
+def test_explain_writes_image_and_overlay_with_a_colour_bar_and_records_bad_files(model, uploads, tmp_path):
+    "A 64 px image gives a panel of at least 256 px (image | overlay, colour bar); a bad file among good ones is listed."
+    (tmp_path / 'in').mkdir(); shutil.copy(uploads / 'good.png', tmp_path / 'in' / 'good.png')
+    (tmp_path / 'in' / 'bad.jpg').write_bytes(b'not an image')
+    p = run_cli('aidetect', 'explain', model['json'], tmp_path / 'in', uploads / 'anim.gif', '--out', tmp_path / 'o',
                 '--layer', 'layer3', check=0)
-    assert 'P(AI)=' in p.stdout
-    assert Image.open(tmp_path / 'good_gradcam.png').size == Image.open(uploads / 'good.png').size
-    assert (tmp_path / 'anim_gradcam.png').exists()
+    assert 'P(AI)=' in p.stdout and 'bad.jpg' in p.stderr and 'Traceback' not in p.stderr
+    pic = Image.open(tmp_path / 'o' / 'good_gradcam.png')
+    assert max(Image.open(uploads / 'good.png').size) <= 64 and max(pic.size) >= 256
+    a = np.asarray(pic.convert('RGB'))[:, -60:]   # the colour bar's jet colours sit at the right edge
+    assert (np.abs(a[..., 0].astype(int) - a[..., 2]) > 100).any()
+    listed = pd.read_csv(tmp_path / 'o' / 'explain.csv').fillna('')
+    assert sorted(Path(f).name for f in listed.path) == ['anim.gif', 'bad.jpg', 'good.png']
+    assert (listed.set_index(listed.path.map(lambda f: Path(f).name)).loc['bad.jpg', 'reason']).startswith('not-an-image')
+    assert (tmp_path / 'o' / 'anim_gradcam.png').exists()
 
 
 def test_gradcam_has_the_image_size_and_differs_between_layers(model, demo_data):
@@ -112,9 +122,9 @@ def _shot(page, tmp_path, name):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM, reason='no Chromium on this machine (.ci/run installs Debian\'s chromium when it can)')
 def test_browser_app(detector_of_size, uploads, demo_data, tmp_path):
     "64 px and 224 px models: preview, verdict on upload, overlay with the layer named; no stale result; 1x1 and empty maps."
+    need_chromium()
     pw = pytest.importorskip('playwright.sync_api')
     from aidetect.app import serve
     images = [f for d in ('textures', 'scenes-test') for f in sorted(demo_data[d].rglob('*.png'))]

@@ -47,7 +47,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 # Modules in the order they build on each other: a module imports only modules before it (no cycles, nothing upward).
-LAYERS = ['core', 'process', 'script', 'images', 'hf', 'dataset', 'pixels', 'audit',
+LAYERS = ['core', 'process', 'script', 'decode', 'images', 'hf', 'dataset', 'pixels', 'audit',
           'gen.pipeline', 'gen.backends', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.zoo', 'gen.cli',
           'model', 'metrics', 'detector', 'augment', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'app', 'prepare', 'hub', 'demo', 'cli', '__main__', 'all']
 
@@ -100,3 +100,47 @@ def test_the_detector_stands_without_training():
     for m in ('model', 'metrics', 'detector', 'evaluate', 'robustness', 'explain', 'app'):
         assert not {'train', 'augment'} & _closure(m, mods), (m, sorted(_closure(m, mods)))
     assert 'train' in _closure('sequence', mods)   # the check can fail: a module that does train is caught
+
+
+def _cells(nb: Path) -> list:
+    import json
+    return json.loads(nb.read_text())['cells']
+
+
+def test_saved_outputs_show_no_tracebacks_or_failed_downloads():
+    "The notebooks are the rendered docs: no traceback, no failed download, no progress bar in a kept output."
+    import json
+    bad = []
+    for nb in sorted((ROOT / 'nbs').glob('*.ipynb')):
+        for c in _cells(nb):
+            for o in c.get('outputs', []):
+                text = json.dumps(o.get('text', '')) + json.dumps(o.get('data', {}).get('text/plain', '')) + json.dumps(o.get('traceback', ''))
+                if o.get('output_type') == 'error' or any(s in text for s in ('Traceback', 'Name or service not known',
+                                                                                'Downloading:', 'urlopen error [Errno')):
+                    bad.append(f"{nb.name} cell {c.get('id')}")
+    assert not bad, bad
+
+
+def test_every_export_cell_of_the_zoo_and_train_notebooks_is_followed_by_an_example_or_a_check():
+    "fastcore's rhythm: after each exported definition, before the next, a cell that uses it."
+    notebooks = [p for p in (ROOT / 'nbs').glob('*.ipynb') if p.name.startswith(('18_gen_zoo', '20_train'))]
+    assert notebooks
+    missing = []
+    for nb in notebooks:
+        code = [c for c in _cells(nb) if c['cell_type'] == 'code']
+        is_export = lambda c: ''.join(c['source']).lstrip().startswith(('#| export', '#|export'))
+        for a, b in zip(code, code[1:] + [None]):
+            if is_export(a) and (b is None or is_export(b)) and 'import' not in ''.join(a['source']).split('\n')[1]:
+                missing.append(f"{nb.name}: {''.join(a['source']).splitlines()[1][:60]}")
+    assert not missing, missing
+
+
+def test_browser_tests_fail_under_ci_without_chromium(monkeypatch):
+    "CI must not go green by skipping the only UI tests: without Chromium they fail there, and skip elsewhere."
+    import pytest
+    from conftest import need_chromium
+    monkeypatch.setenv('CI', 'true')
+    with pytest.raises(pytest.fail.Exception, match='apt-get install chromium'): need_chromium(None)
+    monkeypatch.delenv('CI')
+    with pytest.raises(pytest.skip.Exception): need_chromium(None)
+    assert need_chromium('/usr/bin/chromium') == '/usr/bin/chromium'

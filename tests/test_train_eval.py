@@ -72,3 +72,36 @@ def test_predict_lists_broken_files_with_reasons(model, demo_data, tmp_path):
     bad = df[df.path.str.endswith('broken.jpg')].iloc[0]
     assert bad.prob_ai == '' and bad.reason.split(':')[0] in ('truncated', 'unreadable', 'not-an-image')
     assert (df[df.reason == ''].prob_ai.astype(float).between(0, 1)).all()
+
+
+def test_eval_report_svg_figures_roc_pr_and_every_file_named(model, demo_data, tmp_path):
+    "--fig-format svg: every figure is SVG (ROC/PR curves among them), and report.md names every file in the folder."
+    run_cli('aidetect', 'eval', model, demo_data['scenes-test'], demo_data['textures'], '--report', tmp_path / 'r',
+            '--fig-format', 'svg', '--bootstrap', '0', check=0)
+    names = sorted(p.name for p in (tmp_path / 'r').iterdir())
+    figures = [n for n in names if n.endswith(('.png', '.svg', '.pdf'))]
+    assert 'roc_pr.svg' in names and figures and all(n.endswith('.svg') or n.startswith('audit_') for n in figures), names
+    assert (tmp_path / 'r' / 'roc_pr.svg').read_text().lstrip().startswith(('<?xml', '<svg'))
+    md = (tmp_path / 'r' / 'report.md').read_text()
+    assert all(f'`{n}`' in md for n in names), [n for n in names if f'`{n}`' not in md]
+    p = run_cli('aidetect', 'eval', model, demo_data['textures'], '--report', tmp_path / 'x', '--fig-format', 'jpg')
+    assert p.returncode == 2 and 'png, pdf, svg' in p.stderr and not (tmp_path / 'x').exists()
+
+
+def test_predict_uses_the_models_threshold_unless_given(model, demo_data, tmp_path):
+    "A model whose stored threshold is far from 0.5 labels at that threshold by default, at --threshold when given."
+    import shutil
+    m = tmp_path / 'm'
+    shutil.copy(model.with_suffix('.safetensors'), m.with_suffix('.safetensors'))
+    info = json.loads(model.with_suffix('.json').read_text())
+    m.with_suffix('.json').write_text(json.dumps(dict(info, threshold=0.999, threshold_rule='a test rule')))
+    d = demo_data['textures']
+    own = run_cli('aidetect', 'predict', m, d, '--out', tmp_path / 'own.csv', check=0)
+    given = run_cli('aidetect', 'predict', m, d, '--out', tmp_path / 'given.csv', '--threshold', '0.001', check=0)
+    a, b = pd.read_csv(tmp_path / 'own.csv'), pd.read_csv(tmp_path / 'given.csv')
+    assert (a.label == np.where(a.prob_ai >= 0.999, 'ai', 'real')).all() and (b.label == np.where(b.prob_ai >= 0.001, 'ai', 'real')).all()
+    assert (a.label != b.label).any()   # the two thresholds really differ on these images
+    assert "0.999 (the model's, tuned" in own.stderr and '0.001 (given)' in given.stderr
+    (tmp_path / 'empty').mkdir()
+    p = run_cli('aidetect', 'predict', m, tmp_path / 'empty')
+    assert p.returncode == 2 and 'no files' in p.stderr and 'Traceback' not in p.stderr

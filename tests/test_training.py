@@ -57,7 +57,7 @@ def test_cli_trains_simple_cnn_with_balance_and_prints_a_summary(demo_data, tmp_
     p = run_cli('aidetect', 'train', demo_data['scenes-train'], demo_data['textures'], '--out', tmp_path / 'cnn',
                 '--arch', 'simple_cnn', '--no-pretrained', '--size', '32', '--bs', '16', '--epochs', '1', '--lr', '1e-3',
                 '--balance', '--aug', 'epstein', check=0)
-    assert 'best: ' in p.stdout and 'images/s' in p.stdout and 'scenes-train' in p.stdout   # counts are printed
+    assert 'kept epoch 0 (the last of 1)' in p.stdout and 'images/s' in p.stdout and 'scenes-train' in p.stdout   # counts are printed
     info = json.loads((tmp_path / 'cnn.json').read_text())
     assert info['balance'] and [d['name'] for d in info['datasets']] == ['scenes-train', 'textures']
 
@@ -81,3 +81,18 @@ def test_unknown_arch_and_missing_timm_weights_are_clear(demo_data, tmp_path):
                 '--size', '32', env={'HF_HUB_OFFLINE': '1', 'HF_HOME': str(tmp_path / 'hf')})
     assert p.returncode == 2 and 'Traceback' not in p.stderr, p.stderr
     for hint in ('timm/efficientnet_b0', '--weights', '--no-pretrained', 'hf download'): assert hint in p.stderr
+
+
+def test_epochs_n_trains_n_epochs_and_the_summary_is_the_saved_model(demo_data, tmp_path):
+    "--epochs 2 from scratch: two epoch rows, and the summary's kept epoch and numbers are the model JSON's."
+    import re
+    p = run_cli('aidetect', 'train', demo_data['scenes-train'], '--out', tmp_path / 'm', '--arch', 'simple_cnn',
+                '--no-pretrained', '--size', '32', '--bs', '16', '--epochs', '2', '--lr', '1e-3', check=0)
+    rows = [l for l in p.stdout.splitlines() if re.match(r'^\d+\s+\d', l)]
+    assert len(rows) == 2, p.stdout
+    info = json.loads((tmp_path / 'm.json').read_text())
+    assert len(info['history']) == 2 and info['schedule']['epochs_run'] == 2 and info['schedule']['kept_epoch'] == 1
+    kept = info['history'][1]
+    assert info['metrics']['valid_loss'] == kept['valid_loss']
+    assert f"kept epoch 1 (the last of 2): valid_loss {kept['valid_loss']:.3f}" in p.stdout, p.stdout
+    assert f"{kept['valid_loss']:.6f}" in rows[1]   # the printed row is the kept one

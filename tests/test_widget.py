@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BIN, CHROMIUM, CHROMIUM_ARGS, keep_screenshot
+from conftest import BIN, CHROMIUM, CHROMIUM_ARGS, keep_screenshot, need_chromium
 
 LAB = shutil.which('jupyter-lab', path=str(BIN)) or shutil.which('jupyter-lab')
 COUNTS = """() => Object.fromEntries(Array.from(document.querySelectorAll('.aidetect-confusion td[data-cell]'))
@@ -30,7 +30,7 @@ def _get(url, timeout=2):
 @pytest.fixture(scope='module')
 def lab(tmp_path_factory, demo_data, detector_of_size):
     "A JupyterLab server on localhost over a folder holding a notebook that evaluates a tiny model; yields (url, folder)."
-    if not CHROMIUM: pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium when it can)")
+    need_chromium()
     if not LAB: pytest.skip('no JupyterLab in this environment (it is in the dev extras: pip install -e ".[dev]")')
     import nbformat
     d = tmp_path_factory.mktemp('lab')
