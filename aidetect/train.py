@@ -406,7 +406,7 @@ def _params(run) -> dict:
     "A run's settings as flat strings, for loggers' hyper-parameter tables."
     return {k: str(v) for k, v in {'arch': run.arch, 'pretrained': run.pretrained, **run.settings}.items() if k not in ('device', 'workers')}
 
-# %% ../nbs/20_train.ipynb #cbdd6726
+# %% ../nbs/20_train.ipynb #87d395cd
 class MLflowLogger(Callback):
     "Log a fit to MLflow: the settings as params, the smoothed training loss per batch, validation loss and metrics per epoch."
     order = 61   # after the Recorder has written the epoch's values
@@ -433,7 +433,6 @@ class _SettingsText(Callback):
         if w is not None and not getattr(self, 'done', False):
             w.add_text('settings', '\n'.join(f'{k}: {v}  ' for k, v in self.params.items())); self.done = True
 
-# %% ../nbs/20_train.ipynb #87d395cd
 def log_callbacks(log, log_dir, run) -> list:
     "fastai callbacks for the loggers `log` names, writing below `log_dir` in a folder named after training run `run`."
     names, params = log_names(log), _params(run)
