@@ -4,7 +4,7 @@
 run by `aidetect.script.run_cli`. Each command is a `cli_<name>` function beside what it runs, whose parameters are
 its flags: `audit` (`aidetect.audit`), `train` (`aidetect.train`), `eval` (`aidetect.evaluate`), `robustness`
 (`aidetect.robustness`), `predict` (`aidetect.detector`), `prepare` (`aidetect.prepare`), `explain`
-(`aidetect.explain`), `app` (`aidetect.app`) and `demo` (`aidetect.demo`). `aidetect --help` imports none of those
+(`aidetect.explain`), `app` (`aidetect.app`), `push` (`aidetect.hub`) and `demo` (`aidetect.demo`). `aidetect --help` imports none of those
 modules, and `aidetect COMMAND --help` shows one command's flags. A mistake the user can fix is one
 `aidetect: error: ...` line with exit status 2, never a traceback. Datasets are made by the generator's own command
 line, `aidetect-gen` (`aidetect.gen.cli`).

@@ -437,9 +437,10 @@ def log_callbacks(log, log_dir, run) -> list:
     "fastai callbacks for the loggers `log` names, writing below `log_dir` in a folder named after training run `run`."
     names, params = log_names(log), _params(run)
     if not names: return []
-    name = f"{run.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
-    d = Path(log_dir)/name
-    d.mkdir(parents=True, exist_ok=True)
+    stamp = f"{run.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = next(n for n in (f'{stamp}-{k}' if k else stamp for k in range(10**6)) if not (Path(log_dir)/n).exists())
+    d = Path(log_dir)/name   # a run of its own, also for the steps of a sequence started within one second
+    d.mkdir(parents=True)
     cbs = []
     if 'tensorboard' in names:
         class TB(_need('fastai.callback.tensorboard', 'tensorboard').TensorBoardCallback):
