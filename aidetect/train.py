@@ -7,7 +7,7 @@ Docs: https://aidetect.github.io/aidetect/train.html.md"""
 # %% ../nbs/20_train.ipynb #c9c1ed7f
 from __future__ import annotations
 from .core import AidetectError, check_range, progress_bars   # first: it hides known third-party warnings before fastai is imported
-import contextlib, dataclasses, importlib, inspect, io, json, os, shutil, subprocess, sys, tempfile, time, warnings
+import contextlib, dataclasses, inspect, io, json, os, shutil, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
 from typing import Annotated
 from urllib.error import URLError
@@ -15,11 +15,10 @@ from urllib.error import URLError
 import numpy as np, pandas as pd, torch, torchvision
 from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColReader, Normalize, IntToFloatTensor,
                                RandTransform, vision_learner, create_body, model_meta, Learner, PILImage,
-                               CrossEntropyLossFlat, accuracy, skm_to_fastai, RocAucBinary, TensorImage, fa_collate, Callback)
+                               CrossEntropyLossFlat, accuracy, skm_to_fastai, RocAucBinary, TensorImage, fa_collate)
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.data import WeightedDL
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
-from fastai.callback.progress import CSVLogger
 from fastai.optimizer import Adam, SGD, RMSProp, Lamb, ranger
 from fastai.distributed import DistributedDL
 from fastcore.basics import patch
@@ -35,13 +34,14 @@ from .augment import item_tfms, batch_tfms, need_watermark
 from .metrics import best_cut, THRESHOLD_RULE
 from .detector import model_files, save_detector
 from .hf import write_model_card
+from .tracking import log_names, log_callbacks
 
 # %% auto #0
-__all__ = ['ITEM_COLUMNS', 'OPTIMIZERS', 'DEFAULT_LR', 'LOGGERS', 'DetectorImage', 'OpenImage', 'detector_dblock', 'usable_rows',
+__all__ = ['ITEM_COLUMNS', 'OPTIMIZERS', 'DEFAULT_LR', 'DetectorImage', 'OpenImage', 'detector_dblock', 'usable_rows',
            'balance_weights', 'BalancedDL', 'collate_channels_last', 'detector_dls', 'detector_metrics', 'opt_func',
            'TrainRun', 'load_detector_weights', 'detector_learner', 'suggest_lr', 'epoch_lines', 'validation_threshold',
-           'best_checkpoint', 'log_names', 'MLflowLogger', 'log_callbacks', 'fit_detector', 'check_training',
-           'settings_of', 'train_detector', 'training_summary', 'export_detector', 'cli_train']
+           'best_checkpoint', 'fit_detector', 'check_training', 'settings_of', 'train_detector', 'training_summary',
+           'export_detector', 'cli_train']
 
 # %% ../nbs/20_train.ipynb #d2baffc7
 class DetectorImage(PILImage):
@@ -386,78 +386,6 @@ def _best_epoch(learn: Learner) -> int | None:
     "Index of the recorded validation with the lowest loss (what `SaveModelCallback` restored)."
     losses = [float(r[1]) for r in learn.recorder.values if len(r) > 1 and r[1] is not None]
     return int(np.nanargmin(losses)) if losses and not np.isnan(losses).all() else None
-
-# %% ../nbs/20_train.ipynb #0bc01a73
-LOGGERS = ('tensorboard', 'wandb', 'mlflow', 'csv')
-
-def log_names(log) -> list:
-    "The experiment loggers `log` names ('tensorboard,csv', or a list), checked."
-    names = [n.strip().lower() for n in (log.split(',') if isinstance(log, str) else log or []) if n.strip()]
-    bad = [n for n in names if n not in LOGGERS]
-    if bad: raise AidetectError(f"unknown logger {bad[0]!r}: --log takes {', '.join(LOGGERS)} (comma-separated)")
-    return names
-
-def _need(module: str, logger: str):
-    "Import `module`, or say in one line which extra brings it."
-    try: return importlib.import_module(module)
-    except ImportError: raise AidetectError(f"--log {logger} needs the {module.split('.')[0]} package: pip install 'aidetect[log]'") from None
-
-def _params(run) -> dict:
-    "A run's settings as flat strings, for loggers' hyper-parameter tables."
-    return {k: str(v) for k, v in {'arch': run.arch, 'pretrained': run.pretrained, **run.settings}.items() if k not in ('device', 'workers')}
-
-# %% ../nbs/20_train.ipynb #87d395cd
-class MLflowLogger(Callback):
-    "Log a fit to MLflow: the settings as params, the smoothed training loss per batch, validation loss and metrics per epoch."
-    order = 61   # after the Recorder has written the epoch's values
-    def __init__(self, mlflow, run_name: str, params: dict): self.mlflow, self.run_name, self.params = mlflow, run_name, params
-    def before_fit(self):
-        self.on = not hasattr(self.learn, 'lr_finder') and not hasattr(self, 'gather_preds')
-        if not self.on: return
-        self.mlflow.set_experiment('aidetect'); self.mlflow.start_run(run_name=self.run_name); self.mlflow.log_params(self.params)
-    def after_batch(self):
-        if self.on and self.training: self.mlflow.log_metric('train_loss', float(self.smooth_loss), step=self.train_iter)
-    def after_epoch(self):
-        if not self.on: return
-        vals = dict(zip(self.recorder.metric_names[2:-1], self.recorder.log[2:-1]))
-        self.mlflow.log_metrics({k: float(v) for k, v in vals.items() if v is not None}, step=self.epoch)
-    def after_fit(self):
-        if self.on: self.mlflow.end_run()
-
-class _SettingsText(Callback):
-    "Write the run's settings as text into the TensorBoard callback's writer once it exists."
-    order = 50
-    def __init__(self, tb, params: dict): self.tb, self.params = tb, params
-    def before_train(self):
-        w = getattr(self.tb, 'writer', None)
-        if w is not None and not getattr(self, 'done', False):
-            w.add_text('settings', '\n'.join(f'{k}: {v}  ' for k, v in self.params.items())); self.done = True
-
-def log_callbacks(log, log_dir, run) -> list:
-    "fastai callbacks for the loggers `log` names, writing below `log_dir` in a folder named after training run `run`."
-    names, params = log_names(log), _params(run)
-    if not names: return []
-    stamp = f"{run.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
-    name = next(n for n in (f'{stamp}-{k}' if k else stamp for k in range(10**6)) if not (Path(log_dir)/n).exists())
-    d = Path(log_dir)/name   # a run of its own, also for the steps of a sequence started within one second
-    d.mkdir(parents=True)
-    cbs = []
-    if 'tensorboard' in names:
-        class TB(_need('fastai.callback.tensorboard', 'tensorboard').TensorBoardCallback):
-            def after_batch(self):   # fastai's logs validation batches too, repeating the last training loss
-                if self.training: super().after_batch()
-        tb = TB(log_dir=str(d/'tensorboard'), trace_model=False, log_preds=False)
-        cbs += [tb, _SettingsText(tb, params)]
-    if 'csv' in names: cbs.append(CSVLogger(fname=(d/'history.csv').absolute()))
-    if 'wandb' in names:
-        wandb = _need('wandb', 'wandb')
-        wandb.init(project=os.environ.get('WANDB_PROJECT', 'aidetect'), name=name, dir=str(d), config=params, reinit='finish_previous')
-        cbs.append(_need('fastai.callback.wandb', 'wandb').WandbCallback(log_preds=False, log_model=False))
-    if 'mlflow' in names:
-        mlflow = _need('mlflow', 'mlflow')
-        if not os.environ.get('MLFLOW_TRACKING_URI'): mlflow.set_tracking_uri((Path(log_dir)/'mlruns').absolute().as_uri())
-        cbs.append(MLflowLogger(mlflow, name, params))
-    return cbs
 
 # %% ../nbs/20_train.ipynb #dd56bc61
 def fit_detector(learn: Learner,

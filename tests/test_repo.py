@@ -49,7 +49,7 @@ def test_ci_runs_the_readme_test_command():
 # Modules in the order they build on each other: a module imports only modules before it (no cycles, nothing upward).
 LAYERS = ['core', 'process', 'script', 'decode', 'images', 'hf', 'dataset', 'pixels', 'audit',
           'gen.pipeline', 'gen.backends', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.zoo', 'gen.cli',
-          'model', 'metrics', 'detector', 'augment', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'app', 'prepare', 'hub', 'demo', 'cli', '__main__', 'all']
+          'model', 'metrics', 'detector', 'augment', 'tracking', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'app', 'prepare', 'hub', 'demo', 'cli', '__main__', 'all']
 
 
 def _imports(path: Path, pkg: str) -> set:
