@@ -61,6 +61,8 @@ def test_dataset_loads_in_datasets_with_labels_and_manifest_columns(tmp_path):
     want = m[['path', 'label', 'group', 'generator', 'split']]
     pd.testing.assert_frame_equal(got.sort_values('path').reset_index(drop=True), want.sort_values('path').reset_index(drop=True))
     assert d[0]['image'].size == (32, 32)
+    same = datasets.load_dataset(str(ds), cache_dir=str(tmp_path / 'cache2'))['train']   # the folder alone, through its card
+    assert sorted(same['path']) == sorted(m['path']) and same.features['label'] == d.features['label']
     assert d.features['seed'].dtype == 'int64' and sorted(s for s in d['seed'] if s is not None) == list(range(8))
 
 
