@@ -20,7 +20,18 @@ Modules:
 - `aidetect.gen.pipeline`: Loading Stable Diffusion image-variation pipelines with `from_pretrained`: Hub ids, local folders, and random-weight presets of the same classes for offline work.
 - `aidetect.gen.plan`: Which photos a run uses and, deterministically, what each becomes: its seeds, its variants' paths, and the batches they are generated in.
 - `aidetect.gen.run`: Plan, read ahead, generate batch by batch with safety retries, write: resumable after any crash, shardable across processes.
-- `aidetect.gen.zoo`: Open image-conditioned generators, each fed the way its card or pipeline says: matched counterparts of the same photos from many models.
+- `aidetect.gen.sizing`: One home for the size policy: what size a group of images is stored at, and what each image goes through to get there.
+- `aidetect.gen.zoo.flux`: The zoo's FLUX.1 Redux generator: backend, random-weight presets, registration.
+- `aidetect.gen.zoo.identity`: A perfect null generator: the photo's own pixels, treated as a generated image, to measure what the dataset pipeline alone leaks.
+- `aidetect.gen.zoo.img2img`: The zoo's img2img generators: backend, random-weight presets, registration.
+- `aidetect.gen.zoo.ipadapter`: The zoo's IP-Adapter generators: backend, random-weight presets, registration.
+- `aidetect.gen.zoo.kandinsky`: The zoo's Kandinsky 2.2 generator: backend, random-weight presets, registration.
+- `aidetect.gen.zoo.load`: Open image-conditioned generators, each fed the way its card or pipeline says: matched counterparts of the same photos from many models.
+- `aidetect.gen.zoo.parts`: The classes the zoo's real checkpoints use, built with random weights: CLIP encoders, VAEs, UNets, schedulers, a tokenizer that needs no file.
+- `aidetect.gen.zoo.presets`: Where each generator's weights come from: the Hub, a local folder, or a random-weight preset built once into the cache.
+- `aidetect.gen.zoo.recon`: The zoo's Reconstructions generators: backend, random-weight presets, registration.
+- `aidetect.gen.zoo.registry`: What a zoo generator is (`ZooEntry`), what its backends share (`ZooBackend`), and the list they are registered in.
+- `aidetect.gen.zoo.unclip`: The zoo's SD 2.1 unCLIP generator: backend, random-weight presets, registration.
 - `aidetect.hf`: What 🤗 `datasets` and the Hub read: a dataset folder's image-folder metadata and card, a detector's model card and results card, Hub model ids, downloads and uploads.
 - `aidetect.hub`: A dataset folder as a 🤗 `datasets.DatasetDict`, its card rewritten with the registry's licences, and datasets and detectors pushed to the Hub.
 - `aidetect.images`: Open anything a photo folder can hold as RGB, or say exactly why not; save a variation the way its source was saved.

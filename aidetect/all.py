@@ -21,6 +21,14 @@ from .images import *
 from .dataset import *
 from .pixels import *
 from .audit import *
+from .gen.pipeline import *
+from .gen.backends import *
+from .gen.sizing import *
+from .gen.plan import *
+from .gen.run import *
+from .gen.importer import *
+from .gen.fetch import *
+from .gen.zoo.load import *
 from .model import *
 from .metrics import *
 from .detector import *
@@ -33,5 +41,5 @@ from .explain import *
 from .demo import *
 
 # nbdev's own __all__ here would list this module's definitions (none): the modules' star-exports are the API
-__all__ = [n for m in ('core', 'process', 'decode', 'images', 'dataset', 'pixels', 'audit', 'model', 'metrics', 'detector', 'augment', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'demo')
-           for n in importlib.import_module(f'aidetect.{m}').__all__]
+_MODULES = ('core', 'process', 'decode', 'images', 'dataset', 'pixels', 'audit', 'gen.pipeline', 'gen.backends', 'gen.sizing', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.zoo.load', 'model', 'metrics', 'detector', 'augment', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'demo')
+__all__ = [n for m in _MODULES for n in importlib.import_module(f'aidetect.{m}').__all__]

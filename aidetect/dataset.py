@@ -27,13 +27,14 @@ __all__ = ['MANIFEST', 'REJECTED', 'SPLITS_FILE', 'MANIFEST_COLUMNS', 'REJECTED_
            'make_manifest', 'dataset_root', 'manifest_file', 'read_rows', 'read_manifest', 'write_manifest',
            'read_rejected', 'manifest_hash', 'CsvAppender', 'file_facts', 'DatasetWriter', 'DatasetLock', 'read_all',
            'verified_rows', 'merge_parts', 'remove_temp_files', 'load_datasets', 'check_image_file', 'preflight',
-           'group_keys', 'split_groups', 'group_split_idxs', 'official_split_idxs', 'split_idxs', 'count_table']
+           'group_keys', 'split_groups', 'group_split_idxs', 'official_split_idxs', 'split_idxs', 'split_dataset',
+           'count_table']
 
 # %% ../nbs/03_dataset.ipynb #3a5b09b6
 MANIFEST = 'manifest.csv'
 REJECTED = 'rejected.csv'
 SPLITS_FILE = '.aidetect-splits.csv'   # in a photo folder: the official split of each photo (path, split)
-MANIFEST_COLUMNS = ('path', 'label', 'group', 'domain', 'category', 'split', 'generator', 'model', 'revision',
+MANIFEST_COLUMNS = ('path', 'label', 'group', 'domain', 'category', 'split', 'generator', 'kind', 'model', 'revision',
                     'conditioning', 'prompt', 'seed', 'steps', 'guidance', 'scheduler', 'strength', 'noise_level',
                     'resample', 'source_path', 'source_sha256', 'width', 'height', 'format', 'sha256')
 REJECTED_COLUMNS = ('path', 'reason', 'detail')
@@ -384,6 +385,26 @@ def split_idxs(df: pd.DataFrame, split: str = 'random', valid_pct: float = 0.2, 
     "(train, valid) row indices of manifest `df`: a random split by group, or the datasets' official split."
     if split not in SPLITS: raise AidetectError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     return official_split_idxs(df) if split == 'official' else group_split_idxs(df, valid_pct, seed)
+
+# %% ../nbs/03_dataset.ipynb #f2745040
+def split_dataset(source, out, by: str = 'category', with_real: bool = False, as_domain: bool = False) -> dict:
+    "One dataset per value of column `by` of dataset `source`, in `out`/<value>: {value: folder}; `with_real`: values of the AI rows, each with its groups' real images."
+    import re
+    df = read_manifest(source)
+    root, out, made = Path(df.attrs['root']), Path(out), {}
+    if by not in df: raise AidetectError(f'{source} has no column {by!r}')
+    keyed = df[df['label'] == POSITIVE] if with_real else df
+    if with_real and keyed.empty: raise AidetectError(f'{root} holds no AI images')
+    values = list(dict.fromkeys(keyed[by].astype(str)))   # with_real: in the order the run made them
+    for value in values if with_real else sorted(values):
+        part = keyed[keyed[by].astype(str) == value]
+        if with_real: part = pd.concat([df[(df['label'] != POSITIVE) & df['group'].isin(set(part['group']))], part])
+        dest = made[value] = out/(re.sub(r'[^\w.+-]+', '_', value) or 'empty')
+        with DatasetLock(dest), DatasetWriter(dest) as w:
+            for r in part.to_dict('records'):
+                if not w.has(r['path']): w.write_file(r['path'], (root/r['path']).read_bytes(), {**r, **({'domain': value} if as_domain else {})})
+        merge_parts(dest)
+    return made
 
 # %% ../nbs/03_dataset.ipynb #1f02295c
 def count_table(df: pd.DataFrame, by=('dataset', 'label')) -> pd.DataFrame:

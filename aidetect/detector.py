@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np, torch
 from fastai.vision.all import Pipeline, PILImage, ToTensor, Resize, Learner, load_learner
-from .images import BadImage, open_image
+from .images import BadImage, open_image, open_pixels
 from .dataset import LABELS, POSITIVE
 from .process import this_process, default_workers
-from .model import build_model, inference_tfms, norm_of, draft_size, precision_for
+from .model import build_model, inference_tfms, norm_of, draft_size, precision_for, takes_tensors, pixels_tensor
 
 # %% auto #0
 __all__ = ['FORMAT', 'detector_pipeline', 'default_device', 'Detector', 'detector_from_learner', 'model_files', 'save_detector',
@@ -66,7 +66,9 @@ class Detector:
 
     def prepare_file(self, path) -> torch.Tensor:
         "`prepare` for an image file, decoded at the scale training's validation decodes it (raises `BadImage`)."
-        return self.prepare(open_image(path, draft=self.draft))
+        if not takes_tensors(self.item_pipeline): return self.prepare(open_image(path, draft=self.draft))
+        # the same pixels without a PIL image, as the training loader reads them for such recipes
+        return self.item_pipeline(pixels_tensor(open_pixels(path, draft=self.draft))).as_subclass(torch.Tensor)
 
     @torch.no_grad()
     def predict_batch(self, x: torch.Tensor) -> np.ndarray:
@@ -96,8 +98,9 @@ def detector_from_learner(learn: Learner, device=None) -> Detector:
         info = dict(arch=run.arch if run else 'detector', size=_input_size(learn.dls),
                     **(dict(threshold=run.threshold, threshold_rule=run.threshold_rule) if run else {}))
     aug = run.aug if run is not None else None   # unknown for a loaded .pkl: then images are decoded at full size
+    factor = getattr(learn.dls, 'draft_factor', None) or (run.settings.get('draft_factor', 2) if run else 2)
     return Detector(learn.model, learn.dls.valid.after_item, mean, std, list(learn.dls.vocab), info,
-                    device or learn.dls.device, draft=draft_size(aug, _input_size(learn.dls)) if aug else None,
+                    device or learn.dls.device, draft=draft_size(aug, _input_size(learn.dls), factor=factor) if aug else None,
                     mixed_precision=(run.precision if run is not None else None) if on_gpu else 'no')
 
 # %% ../nbs/09_detector.ipynb #5a3c1946
@@ -147,8 +150,9 @@ def load_detector(path, allow_pickle: bool = False, device=None) -> Detector:
     model.load_state_dict(load_file(str(f['safetensors'])))
     info.setdefault('name', f.get('hub') or f['json'].stem)
     aug = info.get('aug', 'none')
+    factor = info.get('settings', {}).get('draft_factor', 2)   # models saved before it was a setting drafted at 2×
     return Detector(model, detector_pipeline(aug, info['size']), info['mean'], info['std'], info['vocab'], info, device,
-                    draft=draft_size(aug, info['size']))
+                    draft=draft_size(aug, info['size'], factor=factor))
 
 # %% ../nbs/09_detector.ipynb #a3308a16
 class _FileDataset(torch.utils.data.Dataset):

@@ -86,7 +86,7 @@ def named_datasets(datasets) -> dict:
     return named
 
 # %% ../nbs/22_evaluate.ipynb #2f3123ab
-PRED_COLUMNS = ('path', 'dataset', 'label', 'category', 'generator', 'domain', 'group', 'prob_ai', 'pred')
+PRED_COLUMNS = ('path', 'dataset', 'label', 'category', 'generator', 'kind', 'domain', 'group', 'prob_ai', 'pred')
 
 def evaluate(model, datasets, threshold: float = 0.5, bs: int = 64, allow_pickle: bool = False, device=None,
              num_workers: int | None = None, progress: bool = True, bootstrap: int = 1000, seed: int = 0) -> 'EvalResult':
@@ -233,6 +233,18 @@ class EvalResult(DetectorResult):
         parts = [metrics_table(g, self.threshold, by='category', all_row=False, tuned=self.tuned_threshold).assign(dataset=n)
                  for n, g in d.groupby('dataset', sort=False)]
         return pd.concat(parts, ignore_index=True)[['dataset', 'category', 'n', 'n_real', 'n_ai', *METRICS]]
+
+    def by_generator(self) -> pd.DataFrame:
+        "Metrics per test dataset × generator: each generator's AI images against the real images of the same dataset."
+        rows = []
+        for (d, g), ai in self.preds[self.preds['label'] == POSITIVE].groupby(['dataset', 'generator'], sort=False):
+            part = pd.concat([self.preds[(self.preds['dataset'] == d) & (self.preds['label'] != POSITIVE)], ai])
+            kind = next((k for k in ai.get('kind', pd.Series(dtype=str)) if k), 'generation')
+            t = metrics_table(part, self.threshold, all_row=False, tuned=self.tuned_threshold)
+            rows.append(t.drop(columns='dataset').assign(dataset=d, generator=g, kind=kind))
+        if not rows: return pd.DataFrame(columns=['dataset', 'generator', 'kind', 'n', 'n_real', 'n_ai', *METRICS])
+        out = pd.concat(rows, ignore_index=True)
+        return out[['dataset', 'generator', 'kind'] + [c for c in out.columns if c not in ('dataset', 'generator', 'kind')]]
 
     def confusion(self, dataset, threshold: float | None = None, ax=None):
         "A confusion-matrix figure (counts and row rates; real/AI labels) for `dataset`."
@@ -396,6 +408,13 @@ def write_report(res: EvalResult, out, audit: bool = True, pixels: bool = False,
              + (', '.join(f"{d['name']} (manifest sha256 {d['manifest_sha256'][:12]})" for d in info.get('datasets', [])) or 'unknown data')
              + '.', '', *[f'**Note:** {n}' for n in res.notes], *([''] if res.notes else []),
              *threshold_lines(res.threshold, info, res.bootstrap, res.seed), '', markdown_table(table), '', NA_NOTE]
+    per_gen = res.by_generator()
+    if len(per_gen) > len(res.datasets) or (per_gen['kind'] != 'generation').any():   # several generators, or a control
+        files['by_generator'] = out/'metrics_by_generator.csv'
+        per_gen.to_csv(files['by_generator'], index=False)
+        lines += ['', '## Per generator', '', "Each generator's AI images against the real images of its test set (kind "
+                  "`control`: the identity null generator, the photo's own pixels; `reconstruction`: an autoencoder round "
+                  "trip).", '', markdown_table(per_gen)]
     lines += ['', 'Test datasets:', ''] + [f"- {n}: `{m['path']}`, {m['n']} images, manifest sha256 `{m['manifest_sha256']}`"
                                            for n, m in res.manifests.items()]
     lines += ['', 'Every number above is recomputed by sklearn from `predictions.csv` (columns `prob_ai`, `label`, and '

@@ -21,7 +21,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError, JpegImagePlugin
 from .core import AidetectError, write_bytes_atomic
 
 # %% auto #0
-__all__ = ['EXTENSIONS', 'BadImage', 'to_rgb', 'open_image', 'jpeg_quality', 'source_style', 'encode_image', 'save_like']
+__all__ = ['EXTENSIONS', 'BadImage', 'to_rgb', 'open_image', 'open_pixels', 'jpeg_quality', 'source_style', 'encode_image',
+           'save_like']
 
 # %% ../nbs/02_images.ipynb #813edfba
 class BadImage(AidetectError):
@@ -50,22 +51,20 @@ def to_rgb(im: Image.Image, background=(255, 255, 255)) -> Image.Image:
 # %% ../nbs/02_images.ipynb #0b0ec4b7
 from .decode import draft_scale, turbo_decode
 
-def _exif_rotated(im) -> bool:
-    "Does `im`'s EXIF orientation turn it by 90° (width and height swap when it is shown)?"
-    try: return im.getexif().get(0x0112) in (5, 6, 7, 8)
-    except Exception: return False
+def _orientation(im) -> int:
+    "The EXIF orientation (1-8) of opened image `im`; 1 when it has none."
+    try: return int(im.getexif().get(0x0112, 1)) or 1
+    except Exception: return 1
 
-def _turbo_draft(im, data, draft, fast) -> Image.Image | None:
-    "JPEG `im` (its file `data`) decoded by libjpeg-turbo at `draft`'s scale, keeping `im.info` (EXIF); None: use PIL."
-    if data is None or im.mode not in ('RGB', 'L'): return None
-    a = turbo_decode(data, draft_scale(*im.size, draft), fast)
-    if a is None: return None
-    out = Image.fromarray(a)
-    out.info.update(im.info)   # the EXIF orientation, applied below like PIL's own decode's
-    return out
+def _upright(a: np.ndarray, orientation: int) -> np.ndarray:
+    "H×W×C pixels `a` turned upright by EXIF `orientation`, as `ImageOps.exif_transpose` turns an image."
+    if orientation in (5, 6, 7, 8): a = a.transpose(1, 0, 2)   # the four that swap width and height
+    if orientation in (2, 3, 6, 7): a = a[:, ::-1]
+    if orientation in (3, 4, 7, 8): a = a[::-1]
+    return np.ascontiguousarray(a)   # a copy only where it was turned
 
-def open_image(source, max_pixels: int | None = None, draft: tuple | None = None, fast: bool = False) -> Image.Image:
-    "Decode `source` (path, bytes or file object) to an upright RGB image, or raise `BadImage`; `draft`, `fast`: see below."
+def _decode(source, max_pixels, draft, fast) -> tuple:
+    "(libjpeg-turbo's H×W×3 array and the EXIF orientation still to apply) or (loaded PIL image, 1), or `BadImage`."
     name = str(source) if isinstance(source, (str, os.PathLike)) else '<bytes>'
     data = None   # the file's bytes, for libjpeg-turbo, when the image is to be drafted
     if isinstance(source, (bytes, bytearray)):
@@ -84,13 +83,13 @@ def open_image(source, max_pixels: int | None = None, draft: tuple | None = None
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
                 raise BadImage('too-large', f'{w}x{h} is over the limit of {max_pixels:,} pixels')
-            fmt = im.format
-            if draft is not None and fmt in ('JPEG', 'MPO'):   # MPO: cameras' JPEG with a second picture
-                dw, dh = draft
-                if _exif_rotated(im): dw, dh = dh, dw   # `draft` is asked for upright; the file stores it sideways
-                turbo = _turbo_draft(im, data, (dw, dh), fast)
-                if turbo is None: im.draft(im.mode, (dw, dh))   # PIL: other modes, and what libjpeg-turbo declined
-                else: im = turbo
+            if draft is not None and im.format in ('JPEG', 'MPO'):   # MPO: cameras' JPEG with a second picture
+                o = _orientation(im)
+                dw, dh = draft[::-1] if o in (5, 6, 7, 8) else draft   # `draft` is upright; the file stores it sideways
+                if data is not None and im.mode in ('RGB', 'L'):   # CMYK and the rest: PIL
+                    a = turbo_decode(data, draft_scale(w, h, (dw, dh)), fast)
+                    if a is not None: return a, o
+                im.draft(im.mode, (dw, dh))   # what libjpeg-turbo declined: PIL, which names the fault
             im.load()
     except BadImage: raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e: raise BadImage('decompression-bomb', str(e))
@@ -98,6 +97,11 @@ def open_image(source, max_pixels: int | None = None, draft: tuple | None = None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e)
         raise BadImage('truncated' if 'truncated' in msg.lower() or isinstance(e, EOFError) else 'unreadable', msg)
+    return im, 1
+
+def _finish(im, draft) -> Image.Image:
+    "PIL-decoded `im` upright, in RGB, and (not a JPEG) shrunk by `draft`'s factor."
+    fmt = im.format
     try:
         ImageOps.exif_transpose(im, in_place=True)   # in place: an upright image is not copied
         im = to_rgb(im)
@@ -105,6 +109,16 @@ def open_image(source, max_pixels: int | None = None, draft: tuple | None = None
     if draft is None or fmt in ('JPEG', 'MPO'): return im
     k = draft_scale(im.width, im.height, draft)   # other formats: the factor libjpeg would have chosen, by block
     return im.reduce(k) if k > 1 else im           # averages, which is what its scaled decoding does
+
+def open_image(source, max_pixels: int | None = None, draft: tuple | None = None, fast: bool = False) -> Image.Image:
+    "Decode `source` (path, bytes or file object) to an upright RGB image, or raise `BadImage`; `draft`, `fast`: see below."
+    im, o = _decode(source, max_pixels, draft, fast)
+    return Image.fromarray(_upright(im, o)) if isinstance(im, np.ndarray) else _finish(im, draft)
+
+def open_pixels(source, max_pixels: int | None = None, draft: tuple | None = None, fast: bool = False) -> np.ndarray:
+    "`open_image`'s pixels as a writable H×W×3 uint8 array; a JPEG libjpeg-turbo decodes never becomes a PIL image."
+    im, o = _decode(source, max_pixels, draft, fast)
+    return _upright(im, o) if isinstance(im, np.ndarray) else np.array(_finish(im, draft))
 
 # %% ../nbs/02_images.ipynb #b18ae245
 @lru_cache(maxsize=1)

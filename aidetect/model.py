@@ -26,8 +26,8 @@ from fastai.vision.all import (Resize, ResizeMethod, RandomCrop, Normalize, Tran
 
 # %% auto #0
 __all__ = ['AUGMENTATIONS', 'simple_cnn', 'resolve_arch', 'build_model', 'min_size', 'norm_stats', 'WeightsUnavailable',
-           'weights_unavailable', 'load_body_weights', 'CropBottom', 'CropResize', 'check_aug', 'inference_tfms',
-           'draft_size', 'norm_of', 'precision_for']
+           'weights_unavailable', 'load_body_weights', 'CropBottom', 'CropResize', 'pixels_tensor', 'check_aug',
+           'inference_tfms', 'takes_tensors', 'draft_size', 'norm_of', 'precision_for']
 
 # %% ../nbs/07_model.ipynb #44e476fb
 def simple_cnn(pretrained: bool = False, widths=(32, 64, 128, 256)) -> nn.Sequential:
@@ -143,20 +143,25 @@ class CropBottom(Transform):
     def encodes(self, x: PILImage): return type(x)(x.crop((0, 0, x.width, max(1, x.height - self.px))))
 
 # %% ../nbs/07_model.ipynb #dbf4ec71
+from .decode import crop_box
+
 class CropResize(Resize):
     "fastai's `Resize(size, method='crop')` on uint8 tensors: the crop box resized with PyTorch's antialiased bilinear filter."
     def __init__(self, size: int | tuple): super().__init__(size, ResizeMethod.Crop)
     def encodes(self, x: Image.Image):
-        w, h = x.size
-        m = min(w / self.size[0], h / self.size[1])   # fastai's arithmetic, so the boxes are the same
-        cw, ch = int(m * self.size[0]), int(m * self.size[1])
-        l, t = int(self.pcts[0] * (w - cw)), int(self.pcts[1] * (h - ch))
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', UserWarning)   # PIL's pixels are read-only; they are only read here
-            hwc = torch.from_numpy(np.asarray(x))
-        box = hwc[t:t + ch, l:l + cw].permute(2, 0, 1)[None].contiguous(memory_format=torch.channels_last)
+            return self._resize(torch.from_numpy(np.asarray(x)).permute(2, 0, 1))
+    def encodes(self, x: TensorImage): return self._resize(x.as_subclass(torch.Tensor))
+    def _resize(self, x: torch.Tensor) -> TensorImage:
+        l, t, cw, ch = crop_box(x.shape[-1], x.shape[-2], self.size, self.pcts)   # fastai's arithmetic: the same boxes
+        box = x[None, :, t:t + ch, l:l + cw].contiguous(memory_format=torch.channels_last)
         out = F.interpolate(box, size=(self.size[1], self.size[0]), mode='bilinear', antialias=True, align_corners=False)
         return TensorImage(out[0])
+
+def pixels_tensor(a: np.ndarray) -> TensorImage:
+    "H×W×3 uint8 pixels `a` as the C×H×W `TensorImage` `CropResize` takes: a view of `a`, no copy."
+    return TensorImage(torch.from_numpy(a).permute(2, 0, 1))
 
 # %% ../nbs/07_model.ipynb #6b0d4b9f
 AUGMENTATIONS = ('none', 'fastai', 'epstein', 'cnndetection')
@@ -172,12 +177,19 @@ def inference_tfms(aug: str = 'fastai', size: int = 224) -> list:
     if aug == 'epstein': return [CropBottom(16), RandomCrop(size)]   # RandomCrop is a centre crop outside training
     return [CropResize(size)]
 
+def takes_tensors(tfms) -> bool:
+    "Do item transforms `tfms` all take uint8 tensors (`CropResize`, and `ToTensor`, which leaves them be), so images need no PIL?"
+    from fastai.vision.all import ToTensor
+    return all(isinstance(t, (CropResize, ToTensor)) for t in getattr(tfms, 'fs', tfms))
+
 # %% ../nbs/07_model.ipynb #2863c2e4
-def draft_size(aug: str = 'fastai', size: int = 224, train: bool = False) -> tuple | None:
+def draft_size(aug: str = 'fastai', size: int = 224, train: bool = False,
+               factor: int = 2,  # decode at least `factor`×`size` px both ways (2: the rule of models saved without it)
+              ) -> tuple | None:
     "The least width×height recipe `aug` needs decoded to make `size` px inputs; None: full size (native pixels)."
     check_aug(aug)
     if aug == 'epstein' or (aug == 'cnndetection' and train): return None
-    return (2 * size, 2 * size)
+    return (factor * size, factor * size)
 
 # %% ../nbs/07_model.ipynb #43f47ade
 def norm_of(dls) -> tuple[list, list]:

@@ -32,24 +32,9 @@ from .evaluate import (DetectorResult, transfer_results, tidy_transfer, format_t
                                cli_eval as eval_cli)
 
 # %% auto #0
-__all__ = ['SEQUENCE', 'SEQUENCE_METRICS', 'split_by', 'sequence_plan', 'step_rows', 'train_incremental', 'load_sequence',
-           'is_sequence', 'evaluate_sequence', 'SequenceResult', 'sequence_grid', 'sequence_heatmaps',
-           'write_sequence_report', 'asks_for_sequence', 'names_a_sequence', 'cli_train_sequence', 'cli_eval_sequence']
-
-# %% ../nbs/27_sequence.ipynb #d1d36f7f
-def split_by(source, out, by: str = 'category') -> dict:
-    "One dataset per value of column `by` of dataset `source`, in `out`/<value>, with `domain` set to the value: {value: folder}."
-    df = read_manifest(source)
-    root, out, made = Path(df.attrs['root']), Path(out), {}
-    if by not in df: raise AidetectError(f'{source} has no column {by!r}')
-    for value, part in df.groupby(by, sort=True):
-        name = re.sub(r'[^\w.-]+', '_', str(value)) or 'empty'
-        with DatasetLock(out/name), DatasetWriter(out/name) as w:
-            for r in part.to_dict('records'):
-                if w.has(r['path']): continue   # a rerun resumes
-                w.write_file(r['path'], (root/r['path']).read_bytes(), {**r, 'domain': str(value)})
-        made[str(value)] = out/name
-    return made
+__all__ = ['SEQUENCE', 'SEQUENCE_METRICS', 'sequence_plan', 'step_rows', 'train_incremental', 'load_sequence', 'is_sequence',
+           'evaluate_sequence', 'SequenceResult', 'sequence_grid', 'sequence_heatmaps', 'write_sequence_report',
+           'asks_for_sequence', 'names_a_sequence', 'cli_train_sequence', 'cli_eval_sequence']
 
 # %% ../nbs/27_sequence.ipynb #8f8febc5
 def sequence_plan(datasets, valid_pct: float = 0.2, seed: int = 42) -> dict:

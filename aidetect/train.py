@@ -25,11 +25,11 @@ from fastcore.basics import patch
 from fastcore.meta import delegates
 from sklearn.metrics import precision_score, recall_score, f1_score
 from .script import delegates_many
-from .images import BadImage, open_image
+from .images import BadImage, open_image, open_pixels
 from .dataset import LABELS, SPLITS, load_datasets, group_keys, group_split_idxs, split_idxs, count_table, manifest_hash, preflight
 from .process import Distributor, this_process, default_workers
 from .model import (resolve_arch, norm_of, norm_stats, draft_size, precision_for, AUGMENTATIONS, WeightsUnavailable,
-                            load_body_weights, weights_unavailable, check_aug, min_size)
+                            load_body_weights, weights_unavailable, check_aug, min_size, takes_tensors, pixels_tensor)
 from .augment import item_tfms, batch_tfms, need_watermark
 from .metrics import best_cut, THRESHOLD_RULE
 from .detector import model_files, save_detector
@@ -37,31 +37,41 @@ from .hf import write_model_card
 from .tracking import log_names, log_callbacks
 
 # %% auto #0
-__all__ = ['ITEM_COLUMNS', 'OPTIMIZERS', 'DEFAULT_LR', 'DetectorImage', 'OpenImage', 'detector_dblock', 'usable_rows',
-           'balance_weights', 'BalancedDL', 'collate_channels_last', 'detector_dls', 'detector_metrics', 'opt_func',
-           'TrainRun', 'load_detector_weights', 'detector_learner', 'suggest_lr', 'epoch_lines', 'validation_threshold',
-           'best_checkpoint', 'fit_detector', 'check_training', 'settings_of', 'train_detector', 'training_summary',
-           'export_detector', 'cli_train']
+__all__ = ['ITEM_COLUMNS', 'OPTIMIZERS', 'DEFAULT_LR', 'DetectorImage', 'DetectorTensor', 'OpenImage', 'detector_dblock',
+           'usable_rows', 'balance_weights', 'BalancedDL', 'collate_channels_last', 'detector_dls', 'detector_metrics',
+           'opt_func', 'TrainRun', 'load_detector_weights', 'detector_learner', 'suggest_lr', 'epoch_lines',
+           'validation_threshold', 'best_checkpoint', 'fit_detector', 'check_training', 'settings_of', 'train_detector',
+           'training_summary', 'export_detector', 'cli_train']
 
 # %% ../nbs/20_train.ipynb #d2baffc7
+def _named(fn, open_fn, draft):
+    "`open_fn(fn, draft=draft)`, with a `BadImage` that names the file."
+    try: return open_fn(fn, draft=draft)
+    except BadImage as e: raise BadImage(e.reason, f'{fn}: {e.detail}') from None
+
 class DetectorImage(PILImage):
     "A `PILImage` opened with `open_image`: EXIF-rotated, alpha on white, 16-bit scaled, errors that name the file."
     @classmethod
     def create(cls, fn, draft: tuple | None = None, **kwargs):
-        if isinstance(fn, (str, Path)):
-            try: return cls(open_image(fn, draft=draft))
-            except BadImage as e: raise BadImage(e.reason, f'{fn}: {e.detail}') from None
+        if isinstance(fn, (str, Path)): return cls(_named(fn, open_image, draft))
         return super().create(fn, **kwargs)
+
+class DetectorTensor(TensorImage):
+    "`DetectorImage`'s pixels as a uint8 C×H×W `TensorImage` (a view of H×W×C), opened with `open_pixels`."
+    @classmethod
+    def create(cls, fn, draft: tuple | None = None): return cls(pixels_tensor(_named(fn, open_pixels, draft)))
 
 # %% ../nbs/20_train.ipynb #76921480
 class OpenImage(RandTransform):
-    "Open an image file as a `DetectorImage`, decoded at the reduced scale `draft_size` allows for training or validation."
+    "Open an image file decoded at the scale `draft_size` allows: a `DetectorTensor` (`tensors`) or a `DetectorImage`."
     split_idx, order = None, 0   # both splits; what it may skip depends on which (`before_call`)
-    def __init__(self, aug: str = 'fastai', size: int = 224):
-        super().__init__(); self.aug, self.size = aug, size
-        self.drafts = {train: draft_size(aug, size, train) for train in (True, False)}
+    def __init__(self, aug: str = 'fastai', size: int = 224,
+                 factor: int = 1,         # decode at least factor×size px (see `draft_size`)
+                 tensors: bool = False):  # uint8 tensors, for item transforms that all take them (`takes_tensors`)
+        super().__init__(); self.aug, self.size, self.type = aug, size, DetectorTensor if tensors else DetectorImage
+        self.drafts = {train: draft_size(aug, size, train, factor) for train in (True, False)}
     def before_call(self, b, split_idx): self.draft = self.drafts[split_idx == 0]
-    def encodes(self, fn): return DetectorImage.create(fn, draft=self.draft)
+    def encodes(self, fn): return self.type.create(fn, draft=self.draft)
 
 # %% ../nbs/20_train.ipynb #933c665f
 def _split(df, valid_pct, seed):
@@ -71,14 +81,16 @@ def _split(df, valid_pct, seed):
     return np.flatnonzero(~v).tolist(), np.flatnonzero(v).tolist()
 
 def detector_dblock(size: int = 224, valid_pct: float = 0.2, seed: int = 42, aug: str = 'fastai',
-                    arch: str = 'resnet34') -> DataBlock:
-    "A `DataBlock` over manifest rows: `file` → `DetectorImage`, `label` → real/ai, split by `group`."
-    # fastai's ImageBlock, with `OpenImage` instead of `PILImage.create`: uint8 images, made float on the device
-    images = TransformBlock(type_tfms=OpenImage(aug, size), batch_tfms=IntToFloatTensor)
+                    arch: str = 'resnet34', draft_factor: int = 1) -> DataBlock:
+    "A `DataBlock` over manifest rows: `file` → `DetectorTensor` (or `DetectorImage`), `label` → real/ai, split by `group`."
+    # fastai's ImageBlock, with `OpenImage` instead of `PILImage.create`: uint8 images, made float on the device;
+    # uint8 tensors from the file on where the recipe's item transforms take them (no PIL image per item)
+    tfms = item_tfms(aug, size)
+    images = TransformBlock(type_tfms=OpenImage(aug, size, draft_factor, takes_tensors(tfms)), batch_tfms=IntToFloatTensor)
     return DataBlock(blocks=(images, CategoryBlock(vocab=list(LABELS), sort=False)),
                      get_x=ColReader('file'), get_y=ColReader('label'),
                      splitter=lambda df: _split(df, valid_pct, seed),
-                     item_tfms=item_tfms(aug, size),
+                     item_tfms=tfms,
                      batch_tfms=[*batch_tfms(aug, size), Normalize.from_stats(*norm_stats(arch))])
 
 # %% ../nbs/20_train.ipynb #3abfe55f
@@ -145,8 +157,10 @@ def detector_dls(source, size: int = 224, arch: str = 'resnet34', seed: int = 42
                  workers: int | None = None,  # image-decoding processes (default: one per core; none for small datasets)
                  device: str | None = None,   # cpu or cuda (default: cuda if available)
                  strict: bool = False,        # refuse to train when a file cannot be read (default: leave it out)
+                 draft_factor: int = 1,       # decode JPEGs at the smallest libjpeg scale keeping >= this × size px (2: as models saved before it)
                  verbose: bool = True, draws: int | None = None):
     "DataLoaders for dataset folder(s) or a manifest DataFrame `source`, split by group (or officially), unusable files left out."
+    check_range('draft_factor', draft_factor, 1)
     if aug == 'epstein': need_watermark()   # fail before reading any data, not at the first watermarked batch
     df = load_datasets(source)
     if df.empty: raise AidetectError('the dataset has no images; check manifest.csv')
@@ -170,7 +184,7 @@ def detector_dls(source, size: int = 224, arch: str = 'resnet34', seed: int = 42
     device = torch.device(device) if device is not None else None
     kw = dict(bs=bs, num_workers=workers, device=device, pin_memory=device is not None and device.type == 'cuda',
               create_batch=collate_channels_last)
-    dblock = detector_dblock(size, valid_pct, seed, aug, arch)
+    dblock = detector_dblock(size, valid_pct, seed, aug, arch, draft_factor)
     items = df[list(ITEM_COLUMNS)]   # the rows the loader indexes per image: few columns, plain strings, cheap to index
     if draws is not None:   # `draws` items per epoch, with replacement (balanced or uniformly): an epoch of chosen length
         dsets = dblock.datasets(items)
@@ -184,7 +198,7 @@ def detector_dls(source, size: int = 224, arch: str = 'resnet34', seed: int = 42
         dls = dsets.weighted_dataloaders(wgts, after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kw)
     else: dls = dblock.dataloaders(items, **kw)
     # what the loader holds (the settings themselves are the run's: `TrainRun.settings`)
-    dls.manifest, dls.excluded, dls.size, dls.valid_pct = df, excluded, size, valid_pct
+    dls.manifest, dls.excluded, dls.size, dls.valid_pct, dls.draft_factor = df, excluded, size, valid_pct, draft_factor
     keys = group_keys(df)
     dls.train_groups, dls.valid_groups = sorted(set(keys[~df['is_valid']])), sorted(set(keys[df['is_valid']]))
     return dls

@@ -42,7 +42,7 @@ def call_flops(fn) -> int:
 
 def bench_one(name, a, images, peak, sync):
     "Load generator `name` (`a.preset`), count and time one batch; print its lines."
-    from aidetect.gen.zoo import load_generator
+    from aidetect.gen.zoo.load import load_generator
     b = load_generator(name, a.preset, device=a.device, dtype=a.dtype, steps=a.steps, safety_checker=not a.no_safety)
     pipe = getattr(b, 'pipe', None)
     if a.no_sdpa and hasattr(pipe, 'unet'):
@@ -51,7 +51,7 @@ def bench_one(name, a, images, peak, sync):
     if a.vae_slicing and hasattr(pipe, 'vae'): pipe.vae.enable_slicing()
     if a.vae_tiling and hasattr(pipe, 'vae'): pipe.vae.enable_tiling()
     dims = b.generation_dims(a.size, a.size) if hasattr(b, 'generation_dims') else (a.size, a.size)
-    conds = [b.prepare(im, dims) if getattr(b, 'sized_input', False) else b.prepare(im) for im in images]
+    conds = [b.prepare(im, dims) for im in images]
     seeds = list(range(len(images)))
 
     def run():
@@ -91,7 +91,7 @@ def main():
     from PIL import Image
     import numpy as np
     from aidetect.script import quiet_libs
-    from aidetect.gen.zoo import generator_names
+    from aidetect.gen.zoo.load import generator_names
     quiet_libs('bench_gen_gpu')
     names = generator_names(a.generator)
     name = torch.cuda.get_device_name() if a.device.startswith('cuda') else a.device

@@ -48,7 +48,7 @@ def test_explain_writes_image_and_overlay_with_a_colour_bar_and_records_bad_file
     assert 'P(AI)=' in p.stdout and 'bad.jpg' in p.stderr and 'Traceback' not in p.stderr
     pic = Image.open(tmp_path / 'o' / 'good_gradcam.png')
     assert max(Image.open(uploads / 'good.png').size) <= 64 and max(pic.size) >= 256
-    a = np.asarray(pic.convert('RGB'))[:, -60:]   # the colour bar's jet colours sit at the right edge
+    a = np.asarray(pic.convert('RGB'))[:, -80:-64]   # the colour bar's jet colours, right of the overlay
     assert (np.abs(a[..., 0].astype(int) - a[..., 2]) > 100).any()
     listed = pd.read_csv(tmp_path / 'o' / 'explain.csv').fillna('')
     assert sorted(Path(f).name for f in listed.path) == ['anim.gif', 'bad.jpg', 'good.png']

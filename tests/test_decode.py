@@ -1,4 +1,4 @@
-"""The libjpeg-turbo path under `open_image(draft=...)` gives PIL's pixels; the GPU batch decoder agrees with the CPU."""
+"""The libjpeg-turbo path under `open_image(draft=...)` and `open_pixels` gives PIL's pixels; the GPU batch decoder agrees with the CPU."""
 import io
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from PIL import Image, ImageOps
 from aidetect.core import AidetectError
 from aidetect.decode import crop_resize, cuda_device, decode_batch, draft_scale, gpu_decodable, turbo_decode
-from aidetect.images import BadImage, open_image
+from aidetect.images import BadImage, open_image, open_pixels
 from aidetect.dataset import check_image_file
 
 # Tolerances, in levels of 255, against PIL's own decode at the same draft scale. The accurate path (the default) is
@@ -72,6 +72,8 @@ def test_the_turbo_path_gives_pils_pixels(kind, draft, turbo_calls):
     want = pil_path(data, draft)
     assert got.shape == want.shape and np.array_equal(got, want), (kind, np.abs(got.astype(int) - want).max())
     assert turbo_calls == ([] if kind == 'CMYK' else [True]), turbo_calls   # CMYK goes to PIL, the rest to libjpeg-turbo
+    arr = open_pixels(data, draft=draft)   # the loaders' array, with no PIL image made of libjpeg-turbo's pixels
+    assert arr.dtype == np.uint8 and arr.flags.writeable and np.array_equal(arr, want), kind
 
 
 @pytest.mark.parametrize('kind', ['baseline 4:2:0', 'progressive', 'grayscale', 'EXIF orientation 6'])
@@ -91,6 +93,7 @@ def test_other_formats_go_through_pil_unchanged(fmt, turbo_calls):
         want = Image.open(io.BytesIO(data)).convert('RGB')
         want = want.reduce(k) if k > 1 else want
         assert np.array_equal(np.asarray(open_image(data, draft=draft)), np.asarray(want))
+        assert np.array_equal(open_pixels(data, draft=draft), np.asarray(want))
         assert draft_scale(160, 120, draft) == k
     assert turbo_calls == []
 
@@ -99,8 +102,9 @@ def test_bad_files_keep_their_reasons(tmp_path):
     data = KINDS['baseline 4:2:0']
     cases = {'truncated': data[:len(data) // 2], 'not-an-image': b'<html>not found</html>', 'empty-file': b''}
     for reason, b in cases.items():
-        with pytest.raises(BadImage) as e: open_image(b, draft=(40, 40))
-        assert e.value.reason == reason
+        for opener in (open_image, open_pixels):
+            with pytest.raises(BadImage) as e: opener(b, draft=(40, 40))
+            assert e.value.reason == reason
         (tmp_path / f'{reason}.jpg').write_bytes(b)
         assert check_image_file(tmp_path / f'{reason}.jpg').startswith(f'{reason}:')   # recorded, not raised
     assert check_image_file(tmp_path / 'missing.jpg').startswith('missing:')

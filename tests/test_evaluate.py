@@ -150,3 +150,27 @@ def test_transfer_matrix_and_heatmap(demo_data, tmp_path):
     fig = transfer_heatmap(tm, 'f1')
     fig.savefig(tmp_path / 'h.png')
     assert (tmp_path / 'h.png').stat().st_size > 1000
+
+
+def test_a_multi_generator_test_set_is_broken_down_per_generator_with_its_kind(tmp_path):
+    "Each generator's AI images against the same real images, recomputed here with sklearn; the control says so."
+    from types import SimpleNamespace
+    from aidetect.evaluate import EvalResult, write_report
+    rng = np.random.default_rng(0)
+    real = pd.DataFrame(dict(path=[f'r{i}' for i in range(8)], label='real', generator='', kind='', prob_ai=rng.uniform(0, .6, 8)))
+    gens = [pd.DataFrame(dict(path=[f'{g}{i}' for i in range(8)], label='ai', generator=g, kind=k, prob_ai=rng.uniform(lo, 1, 8)))
+            for g, k, lo in (('sd', 'generation', .3), ('identity', 'control', 0.))]
+    preds = pd.concat([real, *gens], ignore_index=True).assign(dataset='t', category='', domain='d',
+                                                               group=lambda d: d.path.str[-1])
+    res = EvalResult(preds, 0.5, SimpleNamespace(info={}), pd.DataFrame(columns=['dataset', 'path', 'reason']),
+                     {'t': dict(path=str(tmp_path), n=len(preds), manifest_sha256='-')})
+    t = res.by_generator().set_index('generator')
+    assert t.loc['identity', 'kind'] == 'control' and t.loc['sd', 'kind'] == 'generation'
+    for g in ('sd', 'identity'):
+        part = preds[(preds.label == 'real') | (preds.generator == g)]
+        y = (part.label == 'ai').astype(int)
+        assert t.loc[g, 'n'] == 16 and np.isclose(t.loc[g, 'roc_auc'], roc_auc_score(y, part.prob_ai))
+        assert np.isclose(t.loc[g, 'accuracy'], accuracy_score(y, part.prob_ai >= 0.5))
+    files = write_report(res, tmp_path, audit=False)
+    assert pd.read_csv(files['by_generator']).generator.tolist() == ['sd', 'identity']
+    assert '## Per generator' in files['report'].read_text()

@@ -37,7 +37,7 @@ def _run(src, out, backend, **kw):
 
 def test_matched_groups_share_size_format_and_jpeg_tables(photo_folder, tmp_path, tiny_backend):
     out = tmp_path / 'ds'
-    _run(photo_folder, out, tiny_backend)
+    _run(photo_folder, out, tiny_backend, size_policy='matched')   # the default, 'crop', is in test_sizing.py
     m = read_manifest(out)
     assert len(m) == 12
     for g, d in m.groupby('group'):

@@ -68,7 +68,7 @@ def test_odd_valid_images_are_used_and_broken_ones_rejected_with_reasons(odd_fol
         'broken/page.png': 'not-an-image', 'broken/bomb.png': 'decompression-bomb'}
     assert (m.label == 'real').sum() == (m.label == 'ai').sum() == 12 and s.done == 12 and s.rejected == 5
     ai = m[m.label == 'ai'].set_index('group')
-    assert ai.loc['modes/rotated.jpg', ['width', 'height']].tolist() == [40, 48]   # upright, like the source shows
+    assert ai.loc['modes/rotated.jpg', ['width', 'height']].tolist() == [32, 48]   # upright like the source shows (40x48), on 'crop''s 16 px grid
     assert ai.loc['modes/photo.webp', 'format'] == 'WEBP' and ai.loc['modes/anim.gif', 'format'] == 'GIF'
     for _, r in m[m.label == 'ai'].iterrows():
         with Image.open(out / r.path) as im: assert im.size == (r.width, r.height)
@@ -258,12 +258,12 @@ def test_import_pairs_by_stem_and_reports_orphans(tmp_path):
         (real / 'cat').mkdir(parents=True, exist_ok=True); noise_image(40, 30, seed=ord(n)).save(real / 'cat' / f'{n}.jpg', quality=88)
     var.mkdir()
     for n in ('a.png', 'a_1.png', 'b-v2.png', 'zzz.png'): noise_image(256, 256, seed=len(n)).save(var / n)
-    s = import_variants(var, real, tmp_path / 'ds', 'dall-e-2', model='dall-e-2')
+    s = import_variants(var, real, tmp_path / 'ds', 'dall-e-2', model='dall-e-2', size_policy='matched')
     m, rej = read_manifest(tmp_path / 'ds'), read_rejected(tmp_path / 'ds')
     assert (s.paired, s.orphans) == (3, 1)
     assert sorted(m.loc[m.label == 'ai', 'group']) == ['cat/a.jpg', 'cat/a.jpg', 'cat/b.jpg']
     assert rej.reason.tolist() == ['no-source'] and 'zzz' in rej.path[0]
-    # matched by default: the 40x30 photo and its 256 px square variations meet at the photo's centre square
+    # matched: the 40x30 photo and its 256 px square variations meet at the photo's centre square
     assert (m.format == 'JPEG').all() and (m.width == 30).all() and (m.height == 30).all()
     assert set(m.loc[m.label == 'real', 'resample']) == {'crop'} and set(m.loc[m.label == 'ai', 'resample']) == {'down-lanczos'}
 

@@ -112,7 +112,7 @@ def _one_line(p):
 
 def test_edits_make_a_matched_dataset_with_the_prompt(api, photo_folder, tmp_path):
     out = tmp_path / 'ds'
-    s = _run(photo_folder, out, _backend(api))
+    s = _run(photo_folder, out, _backend(api), size_policy='matched')
     m = read_manifest(out)
     ai = m[m.label == 'ai']
     assert s.done == 6 and len(ai) == 6 and not len(read_rejected(out))
@@ -125,7 +125,7 @@ def test_edits_make_a_matched_dataset_with_the_prompt(api, photo_folder, tmp_pat
     for g, d in m.groupby('group'):   # each group: one size and format; the AI image downscaled, never upsampled
         assert d[['width', 'height', 'format']].drop_duplicates().shape[0] == 1, g
     assert set(ai['resample']) == {'crop+down-lanczos', 'down-lanczos'}
-    assert _run(photo_folder, out, _backend(api)).done == 0 and len(api.requests) == 6   # resumed: no new requests
+    assert _run(photo_folder, out, _backend(api), size_policy='matched').done == 0 and len(api.requests) == 6   # resumed: no new requests
 
 
 def test_a_429_is_retried_by_the_client_and_the_image_kept(api, photo_folder, tmp_path):
@@ -226,4 +226,4 @@ def test_the_default_model_makes_a_dataset_that_passes_the_audit(api, tmp_path):
         tables = {Image.open(out / q).quantization.__repr__() for q in d.path}
         assert len(tables) == 1, g                                                   # the same JPEG tables
     run_cli('aidetect', 'audit', out, '--bootstrap', '100', '--report', tmp_path / 'rep', check=0)
-    assert pd.read_csv(tmp_path / 'rep' / 'audit.csv').auc.iloc[0] <= 0.6
+    assert abs(pd.read_csv(tmp_path / 'rep' / 'audit.csv').auc.iloc[0] - 0.5) <= 0.1   # two-sided: below 0.4 is a shortcut too

@@ -48,12 +48,22 @@ def test_ci_runs_the_readme_test_command():
 
 # Modules in the order they build on each other: a module imports only modules before it (no cycles, nothing upward).
 LAYERS = ['core', 'process', 'script', 'decode', 'images', 'hf', 'dataset', 'pixels', 'audit',
-          'gen.pipeline', 'gen.backends', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.zoo', 'gen.cli',
-          'model', 'metrics', 'detector', 'augment', 'tracking', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'app', 'prepare', 'hub', 'demo', 'cli', '__main__', 'all']
+          'gen.pipeline', 'gen.backends', 'gen.sizing', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch',
+          'gen.zoo.parts', 'gen.zoo.registry', 'gen.zoo.presets', 'gen.zoo.unclip', 'gen.zoo.kandinsky', 'gen.zoo.ipadapter',
+          'gen.zoo.img2img', 'gen.zoo.recon', 'gen.zoo.flux', 'gen.zoo.identity', 'gen.zoo.load', 'gen.cli',
+          'model', 'metrics', 'detector', 'augment', 'tracking', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'app', 'prepare',
+          'hub', 'demo', 'cli', '__main__', 'all']
+
+
+def _layer(dotted: list) -> str:
+    "The LAYERS name of the module `dotted` (parts after 'aidetect') or of the longest package prefix that is one ('' if none)."
+    for n in range(len(dotted), 0, -1):
+        if '.'.join(dotted[:n]) in LAYERS: return '.'.join(dotted[:n])
+    return '.'.join(dotted[:1]) if dotted[:1] and dotted[0] != 'gen' else ''
 
 
 def _imports(path: Path, pkg: str) -> set:
-    "aidetect modules that the module at `path` (named `pkg`) imports, lazily inside functions included."
+    "aidetect modules that the module at `path` (named `pkg`) imports, lazily inside functions included; subpackages at any depth."
     import ast
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -62,12 +72,16 @@ def _imports(path: Path, pkg: str) -> set:
                 base = pkg.split('.')[:-node.level] + (node.module.split('.') if node.module else [])
             else: base = node.module.split('.') if node.module else []
             if base[:1] != ['aidetect']: continue
-            names = ['.'.join(base[1:] + [a.name]) for a in node.names] if len(base) <= 2 else []
-            out |= {n for n in names if n in LAYERS} or {'.'.join(base[1:3]) if base[1:2] == ['gen'] else base[1]}
+            named = {_layer(base[1:] + [a.name]) for a in node.names}   # `from aidetect.gen.zoo import unclip` names a module
+            out |= {n for n in named if n.count('.') >= len(base) - 1} or {_layer(base[1:])}
         elif isinstance(node, ast.Import):
-            out |= {'.'.join(a.name.split('.')[1:3]) if a.name.startswith('aidetect.gen') else a.name.split('.')[1]
-                    for a in node.names if a.name.startswith('aidetect.')}
+            out |= {_layer(a.name.split('.')[1:]) for a in node.names if a.name.startswith('aidetect.')}
     return out - {''}
+
+
+def test_imports_sees_subpackages():
+    assert _imports.__doc__ and _layer(['gen', 'zoo', 'unclip', 'UnCLIPBackend']) == 'gen.zoo.unclip'
+    assert _layer(['gen', 'zoo', 'load']) == 'gen.zoo.load' and _layer(['train', 'x']) == 'train'
 
 
 def test_imports_only_run_downward():

@@ -8,7 +8,7 @@ import aidetect.sequence as sequence
 import aidetect.train as train
 import aidetect.augment as augment
 from fastai.vision.all import PILImage
-from aidetect.dataset import group_keys, load_datasets, read_manifest, write_manifest
+from aidetect.dataset import group_keys, load_datasets, read_manifest, split_dataset, write_manifest
 from aidetect.script import run_cli as run_cli_here
 from aidetect.cli import COMMANDS
 
@@ -20,8 +20,8 @@ KW = dict(arch='simple_cnn', pretrained=False, size=32, bs=8, steps=4, eval_ever
 def domains(demo_data, tmp_path_factory):
     "The demo's scenes as four one-photo domains, for training and for testing."
     root = tmp_path_factory.mktemp('domains')
-    return (sequence.split_by(demo_data['scenes-train'], root / 'train'),
-            sequence.split_by(demo_data['scenes-test'], root / 'test'))
+    return (split_dataset(demo_data['scenes-train'], root / 'train', as_domain=True),
+            split_dataset(demo_data['scenes-test'], root / 'test', as_domain=True))
 
 
 @pytest.fixture(scope='module')

@@ -10,9 +10,10 @@ from torchvision import transforms as T
 
 from conftest import BIN, run_cli, noise_image
 from aidetect.dataset import read_manifest, read_rejected
-from aidetect.gen.zoo import ZOO, load_generator, zoo_preset_dir
+from aidetect.gen.zoo.load import ZOO, load_generator, zoo_preset_dir
 
 PHOTOS = [noise_image(48, 48, seed=1), noise_image(80, 40, seed=2)]   # a square and a non-square photo
+MODELS = [n for n, e in ZOO.items() if e.kind != 'control']   # generators with a model (the identity control is in test_sizing.py)
 BICUBIC = T.InterpolationMode.BICUBIC
 
 
@@ -23,7 +24,7 @@ def _tiny(name):
 
 
 def _prep(b, photo, dims):
-    return b.prepare(photo, dims) if b.sized_input else b.prepare(photo)
+    return b.prepare(photo, dims)
 
 
 def _px(im) -> np.ndarray: return np.asarray(im, dtype=int)
@@ -39,23 +40,7 @@ def test_sd_variations_is_fed_the_cards_transform():
     for p in PHOTOS: torch.testing.assert_close(b.prepare(p), card(p), atol=1e-5, rtol=0)
 
 
-def _clip_processor(b):
-    return b.parts['image_processor'] if 'image_processor' in b.parts else b.pipe.feature_extractor
-
-
-@pytest.mark.parametrize('name', ['sd21-unclip', 'kandinsky22', 'sd15-ipadapter', 'sdxl-ipadapter'])
-def test_clip_conditioned_generators_get_the_documented_processor(name):
-    "CLIPImageProcessor, rebuilt with torchvision: shortest side to the encoder's size (bicubic), centre crop, normalise."
-    b = _tiny(name)
-    proc = _clip_processor(b)
-    enc = b.parts.get('image_encoder') or b.pipe.image_encoder
-    s = enc.config.image_size   # the processor matches the encoder it feeds (224 px for the real ones)
-    assert (proc.size['shortest_edge'], proc.crop_size['height'], proc.resample, proc.do_center_crop) == (s, s, 3, True)
-    ref = T.Compose([T.Resize(s, interpolation=BICUBIC), T.CenterCrop(s), T.ToTensor(), T.Normalize(proc.image_mean, proc.image_std)])
-    level = 1 / 255 / min(proc.image_std) + 1e-5   # one 8-bit level: the two bicubic resizes round a few pixels apart
-    for p in PHOTOS:
-        torch.testing.assert_close(b.prepare(p), proc(p, return_tensors='pt').pixel_values[0])   # what the pipeline runs
-        torch.testing.assert_close(b.prepare(p), ref(p), atol=level, rtol=0)
+# the conditioning checks (each generator fed its card's or pipeline's transform) are in the zoo notebooks, 18d-18i
 
 
 def _fitted(photo, w, h):
@@ -64,30 +49,6 @@ def _fitted(photo, w, h):
     cw, ch = (round(ph * w / h), ph) if pw * h > ph * w else (pw, round(pw * h / w))
     l, t = (pw - cw) // 2, (ph - ch) // 2
     return photo.resize((w, h), Image.LANCZOS, box=(l, t, l + cw, t + ch))
-
-
-@pytest.mark.parametrize('name', ['sd15-img2img', 'sdxl-img2img', 'vae-roundtrip', 'inpaint-recon'])
-def test_image_conditioned_generators_get_the_photo_at_the_generation_size(name):
-    "VaeImageProcessor (what the pipelines run on their input image) sees the photo at the generation size: no resize of its own."
-    from diffusers.image_processor import VaeImageProcessor
-    b = _tiny(name)
-    proc = VaeImageProcessor(vae_scale_factor=8)   # the real models' factor: the tiny ones' (4) divides it
-    for p in PHOTOS:
-        dims = b.generation_dims(48, 48) if p.size == (48, 48) else b.generation_dims(64, 40)
-        cond = b.prepare(p, dims)
-        assert tuple(cond.shape) == (3, dims[1], dims[0])
-        torch.testing.assert_close(proc.preprocess(cond[None]), proc.preprocess(_fitted(p, *dims)), atol=1e-6, rtol=0)
-
-
-def test_flux_redux_is_fed_the_whole_photo_squashed_for_siglip():
-    b = _tiny('flux-redux')
-    fe = b.parts['redux'].feature_extractor
-    s = b.parts['redux'].image_encoder.config.image_size
-    for p in PHOTOS:
-        ref = (np.asarray(p.resize((s, s), Image.BICUBIC), dtype=np.float32) / 255 - 0.5) / 0.5
-        torch.testing.assert_close(b.prepare(p), fe(p, return_tensors='pt').pixel_values[0])   # what the pipeline runs
-        torch.testing.assert_close(b.prepare(p), torch.from_numpy(ref).permute(2, 0, 1), atol=2 / 255 + 1e-5, rtol=0)   # one level
-    assert not getattr(fe, 'do_center_crop', False)
 
 
 # --- the backend's route gives what the pipeline's own documented route gives ----------------------------------
@@ -123,7 +84,7 @@ def test_backend_makes_what_the_pipeline_makes_of_the_photo(name):
 def test_kandinsky_embeddings_are_the_priors_interpolate():
     "KandinskyV22PriorPipeline.interpolate([photo], [1.0]): the documented way to condition Kandinsky 2.2 on an image."
     from diffusers import KandinskyV22PriorPipeline, PriorTransformer, UnCLIPScheduler
-    from aidetect.gen.zoo import clip_text, tiny_clip_tokenizer
+    from aidetect.gen.zoo.parts import clip_text, tiny_clip_tokenizer
     b = _tiny('kandinsky22')
     enc = b.parts['image_encoder']
     prior = PriorTransformer(num_attention_heads=2, attention_head_dim=12, embedding_dim=enc.config.projection_dim, num_layers=1)
@@ -147,7 +108,7 @@ def test_flux_redux_prompts_are_the_prior_pipelines_one_photo_at_a_time():
         torch.testing.assert_close(pooled[i:i + 1], ref.pooled_prompt_embeds)
 
 
-@pytest.mark.parametrize('name', list(ZOO))
+@pytest.mark.parametrize('name', MODELS)
 def test_a_batch_is_its_images_made_one_by_one(name):
     "Each image of a batch comes from its own photo and seed alone: no conditioning is shared or blended across a batch."
     b = _tiny(name)
@@ -167,7 +128,7 @@ ROLES = {'kandinsky22': {'prior': 'image_encoder/config.json', 'decoder': 'model
          'flux-redux': {'redux': 'model_index.json', 'pipeline': 'model_index.json'}, 'vae-roundtrip': {'': 'config.json'}}
 
 
-@pytest.mark.parametrize('name', list(ZOO))
+@pytest.mark.parametrize('name', MODELS)
 def test_tiny_preset_is_a_save_pretrained_folder_of_the_real_classes(name):
     import diffusers
     d = zoo_preset_dir(name, 'tiny')
@@ -232,7 +193,7 @@ def test_audit_finds_no_metadata_shortcut_for_any_generator(zoo_dataset):
     res = audit(zoo_dataset[1], bootstrap=200)
     t = res.table.set_index('generator')
     assert set(t.index) == {'all', *FIVE}
-    assert (t.auc <= 0.6).all(), t[['n_real', 'n_ai', 'auc', 'verdict']]
+    assert ((t.auc - 0.5).abs() <= 0.1).all(), t[['n_real', 'n_ai', 'auc', 'verdict']]   # two-sided: below 0.4 is a shortcut too
 
 
 def test_one_dataset_per_generator(zoo_dataset, tmp_path):
@@ -265,7 +226,7 @@ def test_generators_lists_the_zoo(capsys):
 
 def test_unknown_or_unavailable_generators_are_one_clear_line(tmp_path):
     from aidetect.core import AidetectError
-    from aidetect.gen.zoo import lazy_generators
+    from aidetect.gen.zoo.load import lazy_generators
     src = tmp_path / 'src'; src.mkdir(); noise_image().save(src / 'a.jpg')
     p = run_cli('aidetect-gen', 'variations', src, '--out', tmp_path / 'o', '--generator', 'sd-variations,midjourney')
     assert p.returncode == 2 and 'Traceback' not in p.stderr and not (tmp_path / 'o').exists()

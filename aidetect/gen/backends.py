@@ -1,9 +1,11 @@
 """Workers that turn a batch of source photos into AI counterparts: Stable Diffusion image variations with diffusers, and OpenAI's images API.
 
 A backend turns a batch of source photos into AI counterparts, and the run loop (`aidetect.gen.run`) knows only its
-small interface: `prepare(image)` makes the model's input (in reader threads, off the GPU's path);
+small interface, the base class `Backend`: `prepare(image, dims)` makes the model's input for generation at `dims` (in
+reader threads, off the GPU's path);
 `generate(conds, seeds, width, height)` returns one `Variation` per input (the image, or a refusal flagged by the
-safety system); `describe()` gives the manifest columns that say how the image was made; `default_size` is the
+safety system); `describe()` gives the manifest columns that say how the image was made, derived from one checked
+`GenSettings` (steps, guidance, scheduler, strength, noise level); `default_size` is the
 resolution the model was made for; and `generation_dims(w, h)` (or `dims_for`, the older form of a fixed-size API)
 says what size to make. `size_at_least` and `generation_size` are the size rules they share.
 
@@ -42,10 +44,11 @@ from ..images import open_image
 from .pipeline import DEFAULT_MODEL, DEFAULT_REVISION, PRESETS, load_pipeline
 
 # %% auto #0
-__all__ = ['CONDITIONINGS', 'OPENAI_MODEL', 'VARIATION_PROMPT', 'RETIRED', 'GPT_IMAGE_SIZES', 'DALLE2_SIZES', 'REFUSAL_CODES',
-           'INPUT_FIDELITY', 'QUALITIES', 'Variation', 'is_blackout', 'generation_size', 'size_at_least',
-           'card_conditioning', 'SDBackend', 'model_family', 'retired_on', 'model_gone', 'free_size', 'nearest_size',
-           'api_words', 'is_refusal', 'stop_error', 'input_png', 'response_image', 'RateLimiter', 'OpenAIBackend']
+__all__ = ['SETTING_NAMES', 'CONDITIONINGS', 'OPENAI_MODEL', 'VARIATION_PROMPT', 'RETIRED', 'GPT_IMAGE_SIZES', 'DALLE2_SIZES',
+           'REFUSAL_CODES', 'INPUT_FIDELITY', 'QUALITIES', 'Variation', 'is_blackout', 'generation_size',
+           'size_at_least', 'GenSettings', 'Backend', 'card_conditioning', 'SDBackend', 'model_family', 'retired_on',
+           'model_gone', 'free_size', 'nearest_size', 'api_words', 'is_refusal', 'stop_error', 'input_png',
+           'response_image', 'RateLimiter', 'OpenAIBackend']
 
 # %% ../../nbs/11_gen_backends.ipynb #bb7ffc9e
 @dataclass
@@ -73,6 +76,71 @@ def size_at_least(width: int, height: int, multiple: int = 8, min_side: int = 0)
     up = lambda v: max(multiple, -(-round(v * f, 6) // multiple) * multiple)   # round: 512 * 2.0 is 1024, not 1024.0000001
     return int(up(width)), int(up(height))
 
+# %% ../../nbs/11_gen_backends.ipynb #362f6c21
+SETTING_NAMES = ('steps', 'guidance', 'scheduler', 'strength', 'noise_level')   # the knobs that shape an image, as manifest columns
+
+@dataclass(frozen=True)
+class GenSettings:
+    "The settings that shape a generated image, checked once when made (diffusers' `check_inputs`); None: not set, or not applicable."
+    steps: int | None = None         # denoising steps
+    guidance: float | None = None    # classifier-free guidance scale
+    scheduler: str | None = None     # a key of `SCHEDULERS` or a diffusers scheduler class
+    strength: float | None = None    # img2img, inpainting: the share of the schedule regenerated, in (0, 1]
+    noise_level: int | None = None   # unCLIP: noise added to the image embedding, 0 to 999
+
+    def __post_init__(self):
+        check_range('steps', self.steps, 1); check_range('noise_level', self.noise_level, 0, 999)
+        if self.strength is not None and not 0 < self.strength <= 1: raise AidetectError(f'strength must be in (0, 1], got {self.strength}')
+        if self.steps and self.strength and int(self.steps * self.strength) < 1:   # diffusers runs int(steps * strength)
+            raise AidetectError(f'would run no step: steps ({self.steps}) x strength ({self.strength}) must be at least 1; '
+                                'raise --steps or --strength')
+
+    def over(self, defaults: dict) -> GenSettings:
+        "These settings over a model's `defaults`, keeping only the knobs `defaults` names (those that apply to it)."
+        return GenSettings(**{k: (defaults[k] if getattr(self, k) is None else getattr(self, k)) if k in defaults else None
+                              for k in SETTING_NAMES})
+
+    def columns(self) -> dict:
+        "The manifest's columns for these settings: '' where a knob does not apply."
+        return {k: '' if getattr(self, k) is None else getattr(self, k) for k in SETTING_NAMES}
+
+class Backend:
+    "What every generator is to the run loop: `prepare(image, dims)` in reader threads, `generate(conds, seeds, w, h)`, `describe()` for the manifest."
+    backend, seeded, kind = 'base', True, 'generation'   # kind: 'generation', 'reconstruction' or 'control'
+    multiple, min_side, prompt = 8, 0, ''   # generation sizes: multiples of `multiple`, long side at least `min_side`
+    fixed_sizes = False   # True: an API that makes only some sizes and picks one itself (`dims_for`), not `generation_dims`
+
+    def __init__(self, generator: str, model: str = '', revision: str = '', device='cpu', settings: GenSettings | None = None,
+                 native: int = 512):
+        self.generator, self.model, self.revision, self.device, self.native = generator, model, revision, device, native
+        self.settings = settings or GenSettings()
+
+    @property
+    def default_size(self) -> int: return self.native   # px: the size the model was made for
+    @property
+    def scheduler(self) -> str: return ''               # the scheduler class that runs, for the manifest
+    def conditioning(self) -> str: return ''            # how the photo is fed, for the manifest
+    def __getattr__(self, k):   # b.steps, b.guidance, ...: the settings
+        if k in SETTING_NAMES: return getattr(self.__dict__.get('settings') or GenSettings(), k)
+        raise AttributeError(k)
+
+    def generation_dims(self, width: int, height: int) -> tuple[int, int]:
+        "The size to make for a group stored at `width`×`height`: at least as large, within the model's constraints."
+        return size_at_least(width, height, self.multiple, self.min_side)
+
+    def describe(self) -> dict:
+        "How this backend makes images, in manifest columns, derived from its settings."
+        return dict(generator=self.generator, kind=self.kind, model=self.model, revision=self.revision, conditioning=self.conditioning(),
+                    prompt=self.prompt, **{**self.settings.columns(), 'scheduler': self.scheduler})
+
+    def prepare(self, image, dims: tuple):
+        "The model's input for photo `image`, to be generated at `dims` (w, h): runs in reader threads."
+        raise NotImplementedError
+
+    def generate(self, conds: list, seeds: list, width: int, height: int) -> list[Variation]:
+        "One `Variation` per prepared input in `conds`, each from its seed, at `width`×`height`."
+        raise NotImplementedError
+
 # %% ../../nbs/11_gen_backends.ipynb #c9132bfd
 def card_conditioning(image, size: int, mean, std):
     "The model card's encoder input: the whole `image` as [0, 1] floats, squashed to `size`×`size` (bicubic, no antialiasing), normalised."
@@ -86,55 +154,49 @@ def _is_dir(model) -> bool: return Path(str(model)).expanduser().is_dir()
 
 CONDITIONINGS = ('card', 'processor')
 
-class SDBackend:
+class SDBackend(Backend):
     "Stable Diffusion image variations through diffusers' `StableDiffusionImageVariationPipeline`."
-    backend, seeded, sized_input, kind = 'sd', True, False, 'generation'
+    backend = 'sd'
 
     def __init__(self, model=DEFAULT_MODEL, revision=DEFAULT_REVISION, steps=25, guidance=3.0, scheduler='dpm++',
                  device=None, dtype=None, pipe=None, generator=None, safety_checker=True, conditioning='card'):
         if conditioning not in CONDITIONINGS:
             raise AidetectError(f"unknown conditioning {conditioning!r}; use one of {', '.join(CONDITIONINGS)}")
-        self.model, self.steps, self.guidance = model, check_range('steps', steps, 1), guidance
-        self.conditioning = conditioning
-        self.revision = revision if model not in PRESETS and not _is_dir(model) else ''
-        self.pipe = pipe if pipe is not None else load_pipeline(model, revision, device, dtype, scheduler, safety_checker)
-        self.scheduler = type(self.pipe.scheduler).__name__
-        self.generator = generator or ('tiny' if model == 'tiny' else 'sd-image-variations')
-        self.device = self.pipe.device
+        settings = GenSettings(steps=steps, guidance=guidance, scheduler=scheduler)
+        self.feed = conditioning
+        pipe = pipe if pipe is not None else load_pipeline(model, revision, device, dtype, scheduler, safety_checker)
+        super().__init__(generator or ('tiny' if model == 'tiny' else 'sd-image-variations'), model,
+                         revision if model not in PRESETS and not _is_dir(model) else '', pipe.device, settings)
+        self.pipe = pipe
 
     @property
     def default_size(self) -> int:
         "The resolution the UNet was made for (512 px for the real model)."
         return int(self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor)
-
     @property
-    def size_multiple(self) -> int:
+    def multiple(self) -> int:
         "Generation sizes are multiples of this: 8 px, which the pipeline checks (diffusers' UNet takes latents of any size)."
         return max(8, int(self.pipe.vae_scale_factor))
+    size_multiple = multiple
+    @property
+    def scheduler(self) -> str: return type(self.pipe.scheduler).__name__
 
     def dims_for(self, width: int, height: int, size: int) -> tuple[int, int]:
         "Generation size for a `width`x`height` source: its aspect ratio, long side at most `size`."
-        return generation_size(width, height, size, self.size_multiple)
-
-    def generation_dims(self, width: int, height: int) -> tuple[int, int]:
-        "The size to generate for a group stored at `width`x`height`: at least as large, in multiples of `size_multiple`."
-        return size_at_least(width, height, self.size_multiple)
+        return generation_size(width, height, size, self.multiple)
 
     @property
     def encoder_size(self) -> int:
         "The image encoder's input size (224 px for the real model's CLIP ViT-L/14)."
         return int(self.pipe.image_encoder.config.image_size)
 
-    def describe(self) -> dict:
-        "How this backend makes images, in manifest columns."
-        cond = f'card-bicubic-{self.encoder_size}' if self.conditioning == 'card' else f'processor-crop-{self.encoder_size}'
-        return dict(generator=self.generator, model=self.model, revision=self.revision, conditioning=cond,
-                    steps=self.steps, guidance=self.guidance, scheduler=self.scheduler)
+    def conditioning(self) -> str:
+        return f'card-bicubic-{self.encoder_size}' if self.feed == 'card' else f'processor-crop-{self.encoder_size}'
 
-    def prepare(self, image):
-        "The image encoder's input for `image`, as the model card feeds it (or through the pipeline's processor)."
+    def prepare(self, image, dims=None):
+        "The image encoder's input for `image`, as the model card feeds it (or through the pipeline's processor): the whole photo, whatever `dims`."
         fe = self.pipe.feature_extractor
-        if self.conditioning == 'processor': return fe(images=image, return_tensors='pt').pixel_values[0]
+        if self.feed == 'processor': return fe(images=image, return_tensors='pt').pixel_values[0]
         return card_conditioning(image, self.encoder_size, fe.image_mean, fe.image_std)
 
     def generate(self, conds: list, seeds: list[int], width: int, height: int) -> list[Variation]:
@@ -255,14 +317,14 @@ class RateLimiter:
         if start > now: time.sleep(start - now)
 
 # %% ../../nbs/11_gen_backends.ipynb #fabc0743
-class OpenAIBackend:
+class OpenAIBackend(Backend):
     "Variations by OpenAI's image models: `images.edit` of the photo with a fixed prompt (`dall-e-2`: `images.create_variation`)."
-    backend, seeded = 'openai', False
+    backend, seeded, fixed_sizes = 'openai', False, True
 
     def __init__(self, model: str = OPENAI_MODEL, prompt: str | None = None, quality: str = 'high', api_key=None,
                  base_url=None, max_retries: int = 5, per_minute: float | None = None, timeout: float = 300.0,
                  generator=None, client=None):
-        self.model, self.generator = model, generator or model
+        super().__init__(generator or model, model)
         family = model_family(model)
         self.sizes = 'dall-e-2' if family == 'dall-e-2' else 'fixed' if family.startswith(('gpt-image-1', 'chatgpt-image')) else 'free'
         if prompt is not None and self.sizes == 'dall-e-2': raise AidetectError('dall-e-2 variations take no prompt: drop --prompt')
@@ -277,7 +339,7 @@ class OpenAIBackend:
             if not key: raise AidetectError('--backend openai needs an API key: set OPENAI_API_KEY')
             client = openai.OpenAI(api_key=key, base_url=base_url or os.environ.get('OPENAI_BASE_URL'),
                                    max_retries=max_retries, timeout=timeout)
-        self.client, self.revision = client, ''
+        self.client = client
         self.device = f'OpenAI API at {client.base_url}'
         when = retired_on(model)   # OpenAI's own API no longer serves it: say so before paying for a request
         if when and when <= date.today().isoformat() and 'api.openai.com' in str(client.base_url): raise model_gone(model)
@@ -299,14 +361,12 @@ class OpenAIBackend:
             return side, side
         return nearest_size(width, height, GPT_IMAGE_SIZES) if self.sizes == 'fixed' else free_size(width, height, size)
 
-    def describe(self) -> dict:
-        "How this backend makes images, in manifest columns: the model, the request's parameters and the prompt."
-        how = ('images.create_variation' if self.sizes == 'dall-e-2' else f'images.edit quality={self.quality} output_format=png'
-               + (f' input_fidelity={self.input_fidelity}' if self.input_fidelity else ''))
-        return dict(generator=self.generator, model=self.model, revision='', conditioning=how, prompt=self.prompt,
-                    steps='', guidance='', scheduler='')
+    def conditioning(self) -> str:
+        "The request: endpoint and parameters."
+        return ('images.create_variation' if self.sizes == 'dall-e-2' else f'images.edit quality={self.quality} output_format=png'
+                + (f' input_fidelity={self.input_fidelity}' if self.input_fidelity else ''))
 
-    def prepare(self, image):
+    def prepare(self, image, dims=None):
         "The photo itself: each request crops and scales it to the size asked for."
         return image
 

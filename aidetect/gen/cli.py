@@ -23,6 +23,7 @@ from typing import Annotated
 from ..core import AidetectError
 from ..script import Command, run_cli
 from .backends import OPENAI_MODEL
+from .sizing import DEFAULT_POLICY, SIZE_POLICIES
 
 # %% auto #0
 __all__ = ['COMMANDS', 'EPILOG', 'cli_variations', 'main']
@@ -55,16 +56,16 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                    limit: int = None,   # use only the first N sources (sorted)
                    per_category: int = None,   # use only the first N sources of each category
                    format: Annotated[str, dict(choices=['source', 'jpeg', 'png', 'webp'])] = 'source',   # 'source': each variation in its source's format and JPEG quality
-                   size_policy: Annotated[str, dict(choices=['matched', 'source', 'native'])] = 'matched',   # matched: real and AI images of a group the same size, no AI image upsampled; source: AI resized to its source's size; native: each its own size
+                   size_policy: Annotated[str, dict(choices=list(SIZE_POLICIES))] = DEFAULT_POLICY,   # crop: real and AI images of a group one size, never resampled (a JPEG photo cropped losslessly), the AI image encoded like its photo; matched: the real photo downscaled to the generated size; source: AI resized to its source's size; native: each its own size
                    domain: str = None,   # domain column (default: SRC's folder name)
                    max_retries: int = 3,   # retries of an image the safety system flagged (sd: a blacked-out image, retried with a new seed; openai: a moderation refusal, asked again)
                    Quiet: bool = False):   # no progress bar
     "Make AI counterparts of every image under SRC, by one or several generators, into the aidetect dataset OUT (resumable: rerun after a crash)."
-    from aidetect.gen.backends import OpenAIBackend, retired_on
+    from aidetect.gen.backends import GenSettings, OpenAIBackend, retired_on
     from aidetect.process import Distributor
     from aidetect.gen.run import VariationJob, run_variations
     from aidetect.gen.plan import scan_sources
-    from aidetect.gen.zoo import check_settings, generator_names, lazy_generators
+    from aidetect.gen.zoo.load import check_settings, generator_names, lazy_generators
     from aidetect.dataset import DatasetLock, read_manifest, read_rejected
     job = VariationJob(src=src, out=Out, n_per_image=n_per_image, size=size, batch_size=batch_size, seed=seed,
                        limit=limit, per_category=per_category, format=format, size_policy=size_policy, domain=domain,
@@ -72,15 +73,14 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
     if backend == 'sd':   # an unknown generator or a bad setting is reported before anything is read or written
         if prompt is not None: raise AidetectError('--prompt is for --backend openai: the open generators of --generator take no prompt')
         names = generator_names(generator or 'sd-variations')
-        check_settings(len(names), model, revision, steps, strength, noise_level)
+        settings = check_settings(len(names), model, revision, GenSettings(steps, guidance, scheduler, strength, noise_level), names)
     scan_sources(src)   # a missing SRC is reported before a model is loaded
     if int(os.environ.get('RANK', '0')) == 0: DatasetLock(Out).acquire().release()   # so is a dataset being written
     dist = Distributor()
     say = lambda m: print(f'aidetect-gen{dist.tag}: {m}', file=sys.stderr)
     if backend == 'sd':
         b = lazy_generators(names, model, log=say if dist.is_main else None, revision=revision, device=device or dist.device,
-                            dtype=dtype, steps=steps, guidance=guidance, scheduler=scheduler, strength=strength,
-                            noise_level=noise_level, safety_checker=safety_checker, conditioning=conditioning)
+                            dtype=dtype, settings=settings, safety_checker=safety_checker, conditioning=conditioning)
     if backend == 'openai':
         b = OpenAIBackend(openai_model, prompt, base_url=base_url, max_retries=api_retries, per_minute=requests_per_minute,
                           generator=generator)
@@ -109,8 +109,8 @@ COMMANDS = [
     Command('fetch', 'aidetect.gen.fetch:cli_fetch', 'get a registered real-image dataset (Kaggle API, or a downloaded zip)'),
     Command('variations', 'aidetect.gen.cli:cli_variations', 'make image variations of a folder of real photos'),
     Command('import', 'aidetect.gen.importer:cli_import', 'make a dataset from variations made elsewhere (e.g. DALL·E 2 downloads)'),
-    Command('generators', 'aidetect.gen.zoo:cli_generators', 'list the generators variations --generator can use'),
-    Command('per-generator', 'aidetect.gen.zoo:cli_per_generator', 'split a multi-generator dataset into one dataset per generator'),
+    Command('generators', 'aidetect.gen.zoo.load:cli_generators', 'list the generators variations --generator can use'),
+    Command('per-generator', 'aidetect.gen.zoo.load:cli_per_generator', 'split a multi-generator dataset into one dataset per generator'),
 ]
 
 EPILOG = """examples:

@@ -21,7 +21,8 @@ from fastcore.meta import delegates
 from ..core import AidetectError, sha256_bytes
 from ..images import BadImage, open_image, source_style, EXTENSIONS
 from ..dataset import DatasetLock, DatasetWriter, merge_parts, real_path, remove_temp_files, variant_path
-from .plan import SIZE_POLICIES, fit, group_size, scan_sources
+from .plan import scan_sources
+from .sizing import DEFAULT_POLICY, Sizing
 
 # %% auto #0
 __all__ = ['pair_variants', 'ImportSummary', 'import_variants', 'cli_import']
@@ -63,13 +64,13 @@ def import_variants(variants,                # folder of generated images
                     generator: str,          # generator column and ai/ sub-folder, e.g. dall-e-2
                     model: str = '',         # model column
                     domain: str | None = None,   # domain column (default: the real folder's name)
-                    size_policy: str = 'matched',   # matched: each group's real and AI images the same size, format and JPEG tables; source: AI images resized to their photo's size; native: as they are
+                    size_policy: str = DEFAULT_POLICY,   # crop: each group cropped to one size, never resampled (JPEG photos losslessly), AI images encoded like their photo; matched: the real photo downscaled to the AI image's size; source: AI images resized to their photo's size; native: as they are
                     keep_bytes: bool = False,    # copy variations and photos untouched (no size policy, their own formats)
                    ) -> ImportSummary:
     "Make dataset `out` from the real images in folder `real` and their variations in folder `variants`, paired by stem."
     if not re.fullmatch(r'[\w.+-]+', generator or ''):
         raise AidetectError(f'--generator must be a simple name (letters, digits, . _ + -), got {generator!r}')
-    if size_policy not in SIZE_POLICIES: raise AidetectError(f"unknown size_policy {size_policy!r}; use one of {', '.join(SIZE_POLICIES)}")
+    sizing = Sizing(size_policy)
     vdir, rdir, out = Path(variants), Path(real), Path(out)
     vs, sources = scan_sources(vdir), scan_sources(rdir)
     if not vs: raise AidetectError(f'no files found in {vdir}')
@@ -92,20 +93,19 @@ def import_variants(variants,                # folder of generated images
                 except BadImage as e: w.reject(f'variants/{v}', e.reason, e.detail); summary.rejected += 1
             base = dict(group=rel, domain=domain, category=src.category, source_path=rel, source_sha256=sha256_bytes(data))
             style = source_style(io.BytesIO(data))
-            matched = size_policy == 'matched' and not keep_bytes and made
-            size = group_size(im.size, made[0][2].size) if matched else im.size   # the group's size: the first variation's, fitted
+            group = sizing.group(im.size, made[0][2].size) if made and not keep_bytes else None   # the first variation's
             if not w.has(real_path(rel)):
-                if matched:
-                    real_im, how = fit(im, size)
-                    w.write_image(real_path(rel), real_im, style, dict(base, label='real', resample=how or 'reencode'))
-                else: w.write_file(real_path(rel), data, dict(base, label='real'))
+                real_copy, how = sizing.real_copy(data, im, style, group) if group else (data, '')
+                row = dict(base, label='real', resample=how)
+                if isinstance(real_copy, bytes): w.write_file(real_path(rel), real_copy, row)
+                else: w.write_image(real_path(rel), real_copy, style, row)
             summary.real += 1
             for k, (v, vdata, vim) in enumerate(made):
                 row = dict(base, label='ai', generator=generator, model=model)
                 key = variant_path(rel, generator, k)
                 if keep_bytes: w.write_file(key + PurePosixPath(v).suffix.lower(), vdata, row)
                 else:
-                    img, how = fit(vim, size) if size_policy != 'native' else (vim, '')
+                    img, how = sizing.ai_image(vim, group, im.size)
                     w.write_image(key + EXTENSIONS.get(style['format'], '.png'), img, style, dict(row, resample=how))
                 summary.paired += 1
         merge_parts(out)

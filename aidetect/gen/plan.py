@@ -5,24 +5,18 @@ job, so a rerun, a resumed run and a run split over many processes make the same
 the photo folder (`scan_sources`, `select_sources`): its relative path is its group id and its first folder its
 category. `variant_seed` derives each variation's seed from the base seed, the source's path, the variant's index
 and the retry alone, not from batching, process count or generator. `peek_size` reads a photo's upright size from
-its header; `group_target` turns it into the size its group (the photo and all its counterparts) is made for, under
-the size policy (`SIZE_POLICIES`: `matched`, the default, never upsamples an AI image and stores the real and AI
-images of a group at one size); `fit` crops and resizes an image to that size and says what it did, for the
-manifest's `resample` column.
+its header, from which `aidetect.gen.sizing` decides the size its group is made for.
 
 `plan_run` puts it together for one process's sources: the `Item`s still to make given what the dataset already
 holds, cut into batches of one generation size in source order (`plan_batches`), so a resumed run remakes whole
 batches and writes the same bytes. The paths are `aidetect.dataset`'s (`real_path`, `variant_path`), and
 `aidetect.gen.run` carries the plan out.
 
-Seeds and sizes depend on the photo alone:
+Seeds depend on the photo alone:
 
 ```python
 test_eq(variant_seed(0, 'fog/0.jpg', 0), 1734978707)   # the same in every run, batch and process
 test_ne(variant_seed(0, 'fog/0.jpg', 0), variant_seed(0, 'fog/0.jpg', 1))   # the next variant
-test_eq(group_target(3000, 2000, 512), (512, 336))     # a big photo: long side 512, multiples of 8
-test_eq(group_target(300, 200, 512), (296, 200))       # a small one: never larger than itself
-test_eq(fit(Image.new('RGB', (3000, 2000)), (512, 336))[1], 'crop+down-lanczos')   # what `resample` records
 ```
 
 Docs: https://aidetect.github.io/aidetect/gen_plan.html.md"""
@@ -38,12 +32,10 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 from ..core import AidetectError, walk_files
 from ..dataset import real_path, variant_path
-from .backends import generation_size
 
 # %% auto #0
-__all__ = ['SIZE_POLICIES', 'GROUP_MULTIPLE', 'Source', 'scan_sources', 'select_sources', 'variant_seed', 'stem_clashes',
-           'peek_size', 'Item', 'plan_batches', 'RunPlan', 'plan_items', 'pending', 'plan_run', 'generation_side',
-           'group_target', 'crop_to_aspect', 'group_size', 'fit']
+__all__ = ['Source', 'scan_sources', 'select_sources', 'variant_seed', 'stem_clashes', 'peek_size', 'Item', 'plan_batches',
+           'RunPlan', 'plan_items', 'pending', 'plan_run']
 
 # %% ../../nbs/12_gen_plan.ipynb #b4a576cb
 @dataclass(frozen=True)
@@ -157,39 +149,3 @@ def plan_run(sources: list[Source], generator: str, n_per_image: int, batch_size
     batches = [(d, b) for d, b in plan_batches(todo, dims, batch_size) if any(it.key not in done for it in b)]
     order = list(dict.fromkeys([it.source.rel for _, b in batches for it in b] + [s.rel for s in sources if s.rel in busy]))
     return RunPlan(batches, dims, real_todo, order, skipped=sum(it.key in done for it in items), sizes=sizes)
-
-# %% ../../nbs/12_gen_plan.ipynb #d6fd1e22
-SIZE_POLICIES = ('matched', 'source', 'native')
-
-def generation_side(width: int, height: int, size: int, policy: str = 'matched') -> int:
-    "The long side to generate a `width`x`height` source at: `size`, and never more than the source's own unless `policy` is 'source'."
-    return size if policy == 'source' else min(size, max(width, height))
-
-GROUP_MULTIPLE = 8   # px: a group's sides are multiples of this, the latent grid of most diffusion models
-
-def group_target(width: int, height: int, size: int, policy: str = 'matched') -> tuple:
-    "The size a `width`x`height` source's group is made for, from the source alone: its aspect ratio, long side `generation_side`, multiples of 8 (down)."
-    return generation_size(width, height, generation_side(width, height, size, policy), GROUP_MULTIPLE)
-
-def crop_to_aspect(width: int, height: int, aspect_w: int, aspect_h: int) -> tuple:
-    "The largest centred box (left, top, right, bottom) of a `width`x`height` image with the aspect ratio `aspect_w`:`aspect_h`."
-    if width * aspect_h > height * aspect_w: cw, ch = round(height * aspect_w / aspect_h), height
-    else: cw, ch = width, round(width * aspect_h / aspect_w)
-    left, top = (width - cw) // 2, (height - ch) // 2
-    return left, top, left + cw, top + ch
-
-def group_size(source_size: tuple, generated_size: tuple) -> tuple:
-    "The size both images of a group are stored at under 'matched': the generated size, or the source's (cropped) size when it is smaller."
-    l, t, r, b = crop_to_aspect(*source_size, *generated_size)
-    return tuple(generated_size) if r - l >= generated_size[0] and b - t >= generated_size[1] else (r - l, b - t)
-
-# %% ../../nbs/12_gen_plan.ipynb #697614a4
-def fit(im: Image.Image, size: tuple) -> tuple:
-    "(`im` centre-cropped to the aspect ratio of `size` and resized to `size` with Lanczos, what was done: '' if nothing)."
-    box = crop_to_aspect(*im.size, *size)
-    done = ['crop'] if box != (0, 0, *im.size) else []
-    bw, bh = box[2] - box[0], box[3] - box[1]
-    if (bw, bh) == tuple(size): return (im.crop(box) if done else im), '+'.join(done)
-    done.append(('down' if bw * bh > size[0] * size[1] else 'up') + '-lanczos')
-    # PIL's Lanczos resize widens its kernel by the scale factor when shrinking: an antialiased downscale
-    return im.resize(tuple(size), Image.LANCZOS, box=box), '+'.join(done)

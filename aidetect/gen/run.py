@@ -33,8 +33,8 @@ from ..images import BadImage, open_image, source_style, EXTENSIONS
 from ..dataset import (MANIFEST, REJECTED, DatasetLock, DatasetWriter, merge_parts, read_all, read_splits, real_path, remove_temp_files,
                               verified_rows)
 from ..process import Distributor
-from .plan import (SIZE_POLICIES, RunPlan, Source, fit, generation_side, group_size, group_target, pending,
-                               plan_run, scan_sources, select_sources, variant_seed)
+from .plan import RunPlan, Source, pending, plan_run, scan_sources, select_sources, variant_seed
+from .sizing import DEFAULT_POLICY, SIZE_POLICIES, Sizing, generation_side
 
 # %% auto #0
 __all__ = ['FORMATS', 'BLACKOUT', 'GIVEN_UP', 'VariationJob', 'RunSummary', 'tidy_dataset', 'finished', 'SourceRead',
@@ -58,15 +58,14 @@ class VariationJob:
     limit: int | None = None
     per_category: int | None = None
     format: str = 'source'           # 'source' keeps each source's format (and JPEG tables)
-    size_policy: str = 'matched'     # how real and AI images of a group are sized: see `SIZE_POLICIES`
+    size_policy: str = DEFAULT_POLICY   # how real and AI images of a group are sized: see `aidetect.gen.sizing`
     domain: str | None = None        # default: the SRC folder's name
     max_retries: int = 3             # new seeds to try when the safety checker blacks an image out
     read_workers: int = 2
 
     def __post_init__(self):
         if self.format not in FORMATS: raise AidetectError(f"unknown --format {self.format!r}; use one of {list(FORMATS)}")
-        if self.size_policy not in SIZE_POLICIES:
-            raise AidetectError(f"unknown --size-policy {self.size_policy!r}; use one of {', '.join(SIZE_POLICIES)}")
+        Sizing(self.size_policy)   # checks the policy
         for k in ('n_per_image', 'batch_size', 'size', 'limit', 'per_category', 'read_workers'): check_range(k, getattr(self, k), 1)
         check_range('max_retries', self.max_retries, 0)
 
@@ -130,24 +129,20 @@ class SourceRead:
     cond: object
     real: object = None       # the real copy: the source's bytes (untouched) or an image to save in `style`
     real_resample: str = ''   # what the real copy's pixels went through
-    group: tuple = None       # under 'matched': the size every image of the group is stored at
+    group: tuple = None       # the size every image of the group is stored at (None: each its own)
 
-def read_source(source: Source, backend, fmt: str | None = None, policy: str = 'matched', dims=None,
+def read_source(source: Source, backend, fmt: str | None = None, sizing: Sizing = Sizing(), dims=None,
                 target=None) -> SourceRead:
-    "Read, decode and prepare one source (for generation at `dims`); under 'matched', also make its real copy at the size of the group, made for `target` (default `dims`)."
+    "Read, decode and prepare one source (for generation at `dims`), and make its real copy for the group made for `target` (default `dims`), as `sizing` says."
     data = source.path.read_bytes()
     im = open_image(data)
     style = source_style(io.BytesIO(data))
     if fmt: style = dict(format=fmt, quality=None, subsampling=None, qtables=None, icc_profile=style['icc_profile'])
-    target, group = target or dims, None
-    if policy == 'matched' and target:
-        group = group_size(im.size, target)
-        real, how = fit(im, group)
-    else: real, how = data, ''
-    if not getattr(backend, 'sized_input', False): cond = backend.prepare(im)
-    else: cond = backend.prepare(im, dims) if dims else None   # no size: the source only needs its real copy
-    # a matched real copy is always re-encoded, like its variations: same encoder, same tables, no EXIF
-    return SourceRead(im.size, style, sha256_bytes(data), cond, real, (how or 'reencode') if policy == 'matched' else '', group)
+    target = target or dims
+    group = sizing.group(im.size, target) if target else None
+    real, how = sizing.real_copy(data, im, style, group, keep_bytes=not fmt)
+    cond = backend.prepare(im, dims) if dims else None   # no size: the source only needs its real copy
+    return SourceRead(im.size, style, sha256_bytes(data), cond, real, how, group)
 
 class ReadAhead:
     "Runs `read(rel)` in `workers` threads for the sources in `order`, keeping `ahead` of them in flight."
@@ -223,15 +218,16 @@ class VariationRun:
         self.backend, self.generator = (None if self.lazy else backend), backend.generator
         self.fmt, self.policy = FORMATS[job.format], job.size_policy
         self.size = size or job.size or backend.default_size
-        # a matched real copy saved in another format than its source's gets that format's extension too
-        self.real_ext = EXTENSIONS[self.fmt] if self.fmt and self.policy == 'matched' else ''
+        self.sizing = Sizing(self.policy, self.size)
+        # a real copy re-encoded in another format than its source's gets that format's extension too
+        self.real_ext = EXTENSIONS[self.fmt] if self.fmt and self.policy in ('matched', 'crop') else ''
         self.domain = job.domain or Path(job.src).resolve().name
         self.splits = read_splits(job.src)   # official splits of the photos, when the folder came with them
         self.summary = RunSummary()
 
     def target(self, width: int, height: int) -> tuple:
-        "The size the group of a `width`x`height` source is made for (and stored at, under 'matched')."
-        if self.sized: return group_target(width, height, self.size, self.policy)   # the source's alone: any generator agrees
+        "The size the group of a `width`x`height` source is made for (and stored at, under 'matched' and 'crop')."
+        if self.sized: return self.sizing.target(width, height)   # the source's alone: any generator agrees
         return self.backend.dims_for(width, height, generation_side(width, height, self.size, self.policy))
 
     def dims_for(self, width: int, height: int) -> tuple:
@@ -250,7 +246,7 @@ class VariationRun:
             self.plan_ = RunPlan([], {}, set(), [], skipped=len(mine) * self.job.n_per_image)
         else:
             if self.backend is None: self.backend = self.lazy.make()
-            self.meta, self.sized = self.backend.describe(), hasattr(self.backend, 'generation_dims')
+            self.meta, self.sized = self.backend.describe(), not getattr(self.backend, 'fixed_sizes', False)
             self.plan_ = plan_run(mine, self.generator, self.job.n_per_image, self.job.batch_size, self.done,
                                   self.dims_for, self.real_ext)
         self.summary.skipped = self.plan_.skipped
@@ -294,9 +290,7 @@ class VariationRun:
             return
         image = v.image
         r = self.read[it.source.rel]
-        if self.policy == 'matched': img, how = fit(image, r.group)
-        elif self.policy == 'source': img, how = fit(image, r.size)
-        else: img, how = image, ''
+        img, how = self.sizing.ai_image(image, r.group, r.size)
         row = dict(group=it.source.rel, domain=self.domain, category=it.source.category, label='ai', **self.meta,
                    split=self.splits.get(it.source.rel, ''),
                    seed=seed if self.backend.seeded else '', resample=how, source_path=it.source.rel,
@@ -312,7 +306,7 @@ class VariationRun:
         self.read, self.failed = {}, set()
         ahead = max(2 * job.batch_size, 8)   # read this many sources ahead: generation never waits on decoding
         target = lambda rel: self.target(*plan.sizes[rel]) if plan.sizes.get(rel) else None
-        self.reader = ReadAhead(plan.order, lambda rel: read_source(self.by_rel[rel], self.backend, self.fmt, self.policy,
+        self.reader = ReadAhead(plan.order, lambda rel: read_source(self.by_rel[rel], self.backend, self.fmt, self.sizing,
                                                                     plan.dims.get(rel), target(rel)), job.read_workers, ahead)
         self.writer = BackgroundWriter(DatasetWriter(job.out, rank=self.dist.rank if self.dist.world > 1 else None))
         todo = sum(it.key not in self.done for _, b in plan.batches for it in b)
@@ -357,7 +351,7 @@ def run_variations(job: VariationJob, backend, progress: bool | None = None, log
     backends = list(backend) if isinstance(backend, (list, tuple)) else [backend]
     names = [b.generator for b in backends]
     if len(set(names)) < len(names): raise AidetectError(f'generators must differ, got {names}')
-    if len(backends) > 1 and not all(isinstance(b, LazyBackend) or hasattr(b, 'generation_dims') for b in backends):
+    if len(backends) > 1 and not all(isinstance(b, LazyBackend) or not getattr(b, 'fixed_sizes', False) for b in backends):
         raise AidetectError('only backends that size to a group (generation_dims) can share a dataset in one run')
     size = job.size or min(b.default_size for b in backends)   # one group size, whichever generator makes the group
     sources, dist, out = job.sources(), Distributor(), Path(job.out)
