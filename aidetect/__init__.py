@@ -32,6 +32,8 @@ Modules:
 - `aidetect.gen.zoo.recon`: The zoo's Reconstructions generators: backend, random-weight presets, registration.
 - `aidetect.gen.zoo.registry`: What a zoo generator is (`ZooEntry`), what its backends share (`ZooBackend`), and the list they are registered in.
 - `aidetect.gen.zoo.unclip`: The zoo's SD 2.1 unCLIP generator: backend, random-weight presets, registration.
+- `aidetect.hf`: What 🤗 `datasets` and the Hub read: a dataset folder's image-folder metadata and card, a detector's model card and results card, Hub model ids, downloads and uploads.
+- `aidetect.hub`: A dataset folder as a 🤗 `datasets.DatasetDict`, its card rewritten with the registry's licences, and datasets and detectors pushed to the Hub.
 - `aidetect.images`: Open anything a photo folder can hold as RGB, or say exactly why not; save a variation the way its source was saved.
 - `aidetect.metrics`: How good is a P(AI): sklearn's metrics with AI as the positive class, calibration, intervals by source group, and the threshold a model picks on its validation split.
 - `aidetect.model`: What a detector is at inference: its architecture by name, the transform that turns one image into its input, and the normalisation.
@@ -40,6 +42,7 @@ Modules:
 - `aidetect.process`: Which process this is among those `accelerate launch` starts (one per GPU), and its share of the work.
 - `aidetect.robustness`: Re-test a detector on recompressed, resized, blurred, noisy, cropped, grayscale and "shared" copies of its test sets, and under white-box FGSM/PGD attacks: one tidy table (dataset × perturbation × level), plots and a report.
 - `aidetect.script`: Both CLIs, `aidetect` and `aidetect-gen`, are sub-commands built from functions' signatures with fastcore: a flag is written once, beside the parameter it sets.
-- `aidetect.sequence`: Train on domain after domain, each detector starting from the last one; evaluate every step on every domain and see transfer grow: one command to train the sequence, one to draw the study's heatmaps."""
+- `aidetect.sequence`: Train on domain after domain, each detector starting from the last one; evaluate every step on every domain and see transfer grow: one command to train the sequence, one to draw the study's heatmaps.
+- `aidetect.tracking`: `aidetect train --log tensorboard|wandb|mlflow|csv`: fastai's own logging callbacks (MLflow's tracking API where fastai has none), one folder per run."""
 
 __version__ = "0.1.0"

@@ -4,7 +4,7 @@
 run by `aidetect.script.run_cli`. Each command is a `cli_<name>` function beside what it runs, whose parameters are
 its flags: `audit` (`aidetect.audit`), `train` (`aidetect.train`), `eval` (`aidetect.evaluate`), `robustness`
 (`aidetect.robustness`), `predict` (`aidetect.detector`), `prepare` (`aidetect.prepare`), `explain`
-(`aidetect.explain`), `app` (`aidetect.app`) and `demo` (`aidetect.demo`). `aidetect --help` imports none of those
+(`aidetect.explain`), `app` (`aidetect.app`), `push` (`aidetect.hub`) and `demo` (`aidetect.demo`). `aidetect --help` imports none of those
 modules, and `aidetect COMMAND --help` shows one command's flags. A mistake the user can fix is one
 `aidetect: error: ...` line with exit status 2, never a traceback. Datasets are made by the generator's own command
 line, `aidetect-gen` (`aidetect.gen.cli`).
@@ -32,6 +32,7 @@ COMMANDS = [
     Command('prepare', 'aidetect.prepare:cli_prepare', 'a copy of a dataset with its images shrunk once, for repeated experiments'),
     Command('explain', 'aidetect.explain:cli_explain', 'Grad-CAM overlays: where the detector looked'),
     Command('app', 'aidetect.app:cli_app', 'a web app: upload an image, get P(AI) and a Grad-CAM overlay'),
+    Command('push', 'aidetect.hub:cli_push_model', 'upload a detector (safe pair and model card) to the Hugging Face Hub'),
     Command('demo', 'aidetect.demo:cli_demo', 'the whole job offline on built-in photos (a few minutes on a CPU)'),
 ]
 

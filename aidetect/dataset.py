@@ -283,7 +283,7 @@ def verified_rows(out) -> tuple[pd.DataFrame, int]:
     return df.loc[pd.Series(ok, index=df.index, dtype=bool)].reset_index(drop=True), int(len(ok) - sum(ok))
 
 def merge_parts(out, rows: pd.DataFrame | None = None) -> pd.DataFrame:
-    "Merge parts and main files into sorted manifest.csv (or write `rows` as it) and rejected.csv; returns the manifest."
+    "Merge parts and main files into sorted manifest.csv (or write `rows` as it), rejected.csv and the 🤗 files; returns the manifest."
     out = Path(out)
     if rows is None: rows = read_all(out, MANIFEST).drop_duplicates('path', keep='last')
     m = make_manifest(rows).sort_values('path').reset_index(drop=True)
@@ -291,6 +291,8 @@ def merge_parts(out, rows: pd.DataFrame | None = None) -> pd.DataFrame:
     rej = read_all(out, REJECTED)
     rej = rej[~rej['path'].isin(set(m['path']))].sort_values(list(REJECTED_COLUMNS)).reset_index(drop=True)
     with atomic_path(out/REJECTED) as tmp: rej.to_csv(tmp, index=False, lineterminator='\n')
+    from aidetect.hf import write_hf_files   # beside the manifest, in step with it: what 🤗 datasets and the Hub read
+    write_hf_files(out, m, manifest_hash(out), LABELS, rejected=len(rej))
     for f in _part_files(out, MANIFEST) + _part_files(out, REJECTED): f.unlink()
     if (out/PARTS).exists() and not any((out/PARTS).iterdir()): (out/PARTS).rmdir()
     return m

@@ -105,7 +105,10 @@ def detector_from_learner(learn: Learner, device=None) -> Detector:
 
 # %% ../nbs/09_detector.ipynb #5a3c1946
 def model_files(path, allow_pickle: bool = False) -> dict:
-    "The files of the detector named by `path` (base name or any of its files), checked: 'pair' or 'pickle' as `kind`."
+    "The files of the detector named by `path` (base name or any of its files, or a Hub id), checked: 'pair' or 'pickle' as `kind`."
+    from aidetect.hf import hub_model_id, download_detector
+    repo = hub_model_id(path)   # hf://user/name, or user/name where no local folder user/ exists
+    if repo is not None: return dict(model_files(download_detector(repo)), hub=repo)
     p = Path(path)
     base = p.with_suffix('') if p.suffix in ('.json', '.safetensors', '.pkl') else p
     f = {ext: Path(f'{base}.{ext}') for ext in ('json', 'safetensors', 'pkl')}
@@ -145,7 +148,7 @@ def load_detector(path, allow_pickle: bool = False, device=None) -> Detector:
     info = json.loads(f['json'].read_text())
     model = build_model(info['arch'], info.get('n_out', 2))
     model.load_state_dict(load_file(str(f['safetensors'])))
-    info.setdefault('name', f['json'].stem)
+    info.setdefault('name', f.get('hub') or f['json'].stem)
     aug = info.get('aug', 'none')
     factor = info.get('settings', {}).get('draft_factor', 2)   # models saved before it was a setting drafted at 2×
     return Detector(model, detector_pipeline(aug, info['size']), info['mean'], info['std'], info['vocab'], info, device,

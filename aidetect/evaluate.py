@@ -387,7 +387,7 @@ def threshold_lines(threshold: float, info: dict, bootstrap: int, seed: int) -> 
              "floor) can even sit just outside its own interval." if bootstrap else 'No intervals (bootstrap 0).')]
 
 def write_report(res: EvalResult, out, audit: bool = True, pixels: bool = False, fig_format: str = 'png') -> dict:
-    "Write `res` to folder `out`: metrics.csv, predictions.csv, unreadable.csv, confusion matrices, ROC/PR curves, reliability, report.md (and the test sets' audit); returns the paths."
+    "Write `res` to folder `out`: metrics.csv, predictions.csv, unreadable.csv, confusion matrices, ROC/PR curves, reliability, report.md, a results card README.md (and the test sets' audit); returns the paths."
     if fig_format not in FIG_FORMATS: raise AidetectError(f"--fig-format must be one of {', '.join(FIG_FORMATS)}, got {fig_format!r}")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     files = dict(metrics=out/'metrics.csv', predictions=out/'predictions.csv', unreadable=out/'unreadable.csv',
@@ -428,6 +428,9 @@ def write_report(res: EvalResult, out, audit: bool = True, pixels: bool = False,
                   'statistics) separate real from AI in a test set, a score above may partly measure that shortcut rather than generation.', '', *a.markdown(), '',
                   f"Plots per property and class: [{files['audit'].name}]({files['audit'].name})."]
     files['confusion'] = pngs
+    from aidetect.hf import results_card
+    files['card'] = out/'README.md'   # the test results as a model card's model-index, for the Hub
+    files['card'].write_text(str(results_card(table, info)), encoding='utf-8')
     listed = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith('.')) + ['report.md']
     lines += ['', '## Files', '', *[f'- `{n}`' for n in sorted(set(listed))]]
     files['report'].write_text('\n'.join(lines) + '\n')

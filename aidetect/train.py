@@ -33,6 +33,8 @@ from .model import (resolve_arch, norm_of, norm_stats, draft_size, precision_for
 from .augment import item_tfms, batch_tfms, need_watermark
 from .metrics import best_cut, THRESHOLD_RULE
 from .detector import model_files, save_detector
+from .hf import write_model_card
+from .tracking import log_names, log_callbacks
 
 # %% auto #0
 __all__ = ['ITEM_COLUMNS', 'OPTIMIZERS', 'DEFAULT_LR', 'DetectorImage', 'DetectorTensor', 'OpenImage', 'detector_dblock',
@@ -409,6 +411,8 @@ def fit_detector(learn: Learner,
                  patience: int | None = None,  # stop after this many validations without a lower valid_loss (the best checkpoint is restored)
                  lr_find_its: int = 100,     # iterations of the learning-rate finder
                  show_plot: bool = False,    # plot lr_find's curve
+                 log: str | None = None,     # experiment loggers, comma-separated: tensorboard, wandb, mlflow, csv
+                 log_dir: str = 'runs',      # where the loggers write: one folder per run (W&B offline with WANDB_MODE=offline)
                  verbose: bool = True) -> Learner:
     "`lr_find`, then `fine_tune` (a trained body: `freeze_epochs` frozen, then `epochs`), `fit_one_cycle` (from scratch: `epochs`) or `steps` balanced steps; the threshold last."
     dist, run, t0 = this_process(), learn.facts, time.time()
@@ -420,9 +424,10 @@ def fit_detector(learn: Learner,
     bars = contextlib.nullcontext() if progress_bars(stream=sys.stdout) else epoch_lines(learn)   # fastprogress draws on stdout
     keep_best = steps is not None or patience is not None
     best = best_checkpoint(learn, patience, dist, verbose_here) if keep_best else contextlib.nullcontext()
+    logs = log_callbacks(log, log_dir, run) if dist.is_main else []   # the first process logs for all
     with (bars if verbose_here else learn.no_bar()), (contextlib.nullcontext() if verbose_here else learn.no_logging()), \
          _distributed(learn, dist):
-        with best:   # the best checkpoint is restored at the end of the fit, before the threshold is tuned on it
+        with best, learn.added_cbs(logs):   # the best checkpoint is restored at the end of the fit, before the threshold is tuned on it
             if steps is not None: learn.unfreeze(); learn.fit(steps // eval_every, lr)
             elif trained_body: learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs)
             else: learn.fit_one_cycle(epochs, lr)   # from scratch: no body to freeze, so `epochs` epochs in all
@@ -452,6 +457,7 @@ def check_training(settings: dict) -> dict:
     if s['lr'] is not None and s['lr'] <= 0: raise AidetectError(f"lr must be positive, got {s['lr']}")
     if s['wd'] is not None: check_range('wd', s['wd'], 0)
     opt_func(s['opt'])
+    log_names(s.get('log'))
     if not s['pretrained'] and s['weights']: raise AidetectError('--weights and --no-pretrained contradict each other; pick one')
     if s['init'] is not None:
         if s['weights']: raise AidetectError('--init and --weights contradict each other; pick one')
@@ -565,10 +571,11 @@ def info(self: TrainRun, learn: Learner) -> dict:
                 versions=_versions(), git_commit=_git_commit(), created=time.strftime('%Y-%m-%dT%H:%M:%S'))
 
 def export_detector(learn: Learner, out, pickle: bool = True) -> dict:
-    "Write `out`.safetensors and `out`.json (`aidetect.detector.save_detector`), and `out`.pkl (fastai's export) unless `pickle=False`."
+    "Write `out`.safetensors and `out`.json (`aidetect.detector.save_detector`), its model card, and `out`.pkl (fastai's export) unless `pickle=False`."
     out = Path(out)
     base = out.with_suffix('') if out.suffix in ('.pkl', '.json', '.safetensors') else out
-    files = save_detector(learn.model, learn.facts.info(learn), base)
+    info = learn.facts.info(learn)
+    files = dict(save_detector(learn.model, info, base), card=write_model_card(info, base))
     if not pickle: return files
     old, learn.path = learn.path, base.parent
     try: learn.export(base.name + '.pkl')
