@@ -18,6 +18,7 @@ from .core import *
 from .process import *
 from .decode import *
 from .images import *
+from .hf import *
 from .dataset import *
 from .pixels import *
 from .audit import *
@@ -38,8 +39,9 @@ from .evaluate import *
 from .robustness import *
 from .sequence import *
 from .explain import *
+from .hub import *
 from .demo import *
 
 # nbdev's own __all__ here would list this module's definitions (none): the modules' star-exports are the API
-_MODULES = ('core', 'process', 'decode', 'images', 'dataset', 'pixels', 'audit', 'gen.pipeline', 'gen.backends', 'gen.sizing', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.zoo.load', 'model', 'metrics', 'detector', 'augment', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'demo')
+_MODULES = ('core', 'process', 'decode', 'images', 'hf', 'dataset', 'pixels', 'audit', 'gen.pipeline', 'gen.backends', 'gen.sizing', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.zoo.load', 'model', 'metrics', 'detector', 'augment', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'hub', 'demo')
 __all__ = [n for m in _MODULES for n in importlib.import_module(f'aidetect.{m}').__all__]

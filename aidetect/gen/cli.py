@@ -111,6 +111,8 @@ COMMANDS = [
     Command('import', 'aidetect.gen.importer:cli_import', 'make a dataset from variations made elsewhere (e.g. DALL·E 2 downloads)'),
     Command('generators', 'aidetect.gen.zoo.load:cli_generators', 'list the generators variations --generator can use'),
     Command('per-generator', 'aidetect.gen.zoo.load:cli_per_generator', 'split a multi-generator dataset into one dataset per generator'),
+    Command('card', 'aidetect.hub:cli_card', "write (or rewrite) a dataset's 🤗 files: metadata.parquet and the README.md card"),
+    Command('push', 'aidetect.hub:cli_push_dataset', 'upload a dataset folder, with its 🤗 metadata and card, to the Hugging Face Hub'),
 ]
 
 EPILOG = """examples:
