@@ -158,3 +158,20 @@ def test_browser_tests_fail_under_ci_without_chromium(monkeypatch):
     monkeypatch.delenv('CI')
     with pytest.raises(pytest.skip.Exception): need_chromium(None)
     assert need_chromium('/usr/bin/chromium') == '/usr/bin/chromium'
+
+
+def test_the_house_stays_small():
+    "No function over 80 lines, no library function (outside the CLI layer) over 16 parameters, no module over 600 lines."
+    import ast
+    big = []
+    for p in sorted((ROOT / 'aidetect').rglob('*.py')):
+        if p.name == '_modidx.py': continue
+        src = p.read_text()
+        if len(src.splitlines()) > 600: big.append(f'{p.name}: {len(src.splitlines())} lines')
+        for node in ast.walk(ast.parse(src)):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)): continue
+            a = node.args
+            n = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) - (1 if a.args and a.args[0].arg in ('self', 'cls') else 0)
+            if node.end_lineno - node.lineno + 1 > 80: big.append(f'{p.name}:{node.name}: {node.end_lineno - node.lineno + 1} lines')
+            if n > 16 and not node.name.startswith('cli_'): big.append(f'{p.name}:{node.name}: {n} parameters')
+    assert not big, big
