@@ -25,6 +25,19 @@ def run_cli(*args, env=None, timeout=600, check=None):
     return p
 
 
+def dataset_files(d: Path) -> dict:
+    """A dataset folder's files and their bytes: not the run log, nor the lock (it names the last writer); the 🤗 card with
+    the folder's own name taken out (it is titled after its folder), so datasets made in two folders compare equal."""
+    d = Path(d)
+    out = {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*')
+           if p.is_file() and p.name not in ('runs.jsonl', '.aidetect.lock')}
+    if 'README.md' in out:
+        card = out['README.md'].decode()
+        for pat in ('pretty_name: {}\n', '# {}\n', 'data_dir="{}"', 'aidetect audit {}'): card = card.replace(pat.format(d.name), pat.format('DS'))
+        out['README.md'] = card.encode()
+    return out
+
+
 def noise_image(w=64, h=48, seed=0, mode='RGB'):
     "A random RGB image (converted to `mode`)."
     a = np.random.RandomState(seed).randint(0, 256, (h, w, 3), dtype=np.uint8)

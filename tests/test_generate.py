@@ -3,7 +3,7 @@ import hashlib, io
 import numpy as np, pandas as pd
 import pytest
 from PIL import Image
-from conftest import run_cli, noise_image
+from conftest import dataset_files, run_cli, noise_image
 from aidetect.dataset import read_manifest, read_rejected
 
 
@@ -69,10 +69,10 @@ def test_other_size_policies_keep_real_images_untouched(photo_folder, tmp_path, 
 
 
 def test_same_command_twice_gives_identical_datasets(photo_folder, tmp_path, tiny_backend):
-    a, b = tmp_path / 'a', tmp_path / 'b'
+    a, b = tmp_path / 'dataset-1', tmp_path / 'dataset-2'
     _run(photo_folder, a, tiny_backend); _run(photo_folder, b, tiny_backend)
-    files = lambda d: {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*') if p.is_file() and p.name not in ('runs.jsonl', '.aidetect.lock')}   # a run's log and its lock are not data
-    assert files(a) == files(b)
+    files = dataset_files   # a run's log and its lock are not data; the card's own name is taken out
+    assert files(a) == files(b) and b'# DS' in files(a)['README.md']
     before = files(a)
     s = _run(photo_folder, a, tiny_backend)                          # a rerun skips everything
     assert (s.done, s.skipped, s.real) == (0, 6, 0)

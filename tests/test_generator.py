@@ -6,7 +6,7 @@ import numpy as np, pandas as pd, torch
 import pytest
 from PIL import Image
 
-from conftest import BIN, run_cli, noise_image
+from conftest import dataset_files, BIN, run_cli, noise_image
 from aidetect.images import jpeg_quality
 from aidetect.dataset import read_manifest, read_rejected
 from aidetect.gen.run import VariationJob, run_variations
@@ -16,8 +16,7 @@ def _run(src, out, backend, **kw):
     return run_variations(VariationJob(src=str(src), out=str(out), **kw), backend, progress=False, log=lambda m: None)
 
 
-def _files(d: Path) -> dict:
-    return {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*') if p.is_file() and p.name not in ('runs.jsonl', '.aidetect.lock')}   # a run's log and its lock are not data
+def _files(d: Path) -> dict: return dataset_files(d)
 
 
 def _accounted(src: Path, out: Path):

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from torchvision import transforms as T
 
-from conftest import BIN, run_cli, noise_image
+from conftest import dataset_files, BIN, run_cli, noise_image
 from aidetect.dataset import read_manifest, read_rejected
 from aidetect.gen.zoo.load import ZOO, load_generator, zoo_preset_dir
 
@@ -243,10 +243,7 @@ def test_unknown_or_unavailable_generators_are_one_clear_line(tmp_path):
 
 # --- crash safety -----------------------------------------------------------------------------------------------
 
-def _files(d: Path) -> dict:
-    "The dataset's files and their bytes (not the run log, nor the lock file, which names the last writer)."
-    return {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob('*')
-            if p.is_file() and p.name not in ('runs.jsonl', '.aidetect.lock')}
+def _files(d: Path) -> dict: return dataset_files(d)
 
 
 @pytest.mark.slow
