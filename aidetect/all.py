@@ -34,6 +34,7 @@ from .model import *
 from .metrics import *
 from .detector import *
 from .augment import *
+from .data import *
 from .train import *
 from .evaluate import *
 from .robustness import *
@@ -43,5 +44,5 @@ from .hub import *
 from .demo import *
 
 # nbdev's own __all__ here would list this module's definitions (none): the modules' star-exports are the API
-_MODULES = ('core', 'process', 'decode', 'images', 'hf', 'dataset', 'pixels', 'audit', 'gen.pipeline', 'gen.backends', 'gen.sizing', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.zoo.load', 'model', 'metrics', 'detector', 'augment', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'hub', 'demo')
+_MODULES = ('core', 'process', 'decode', 'images', 'hf', 'dataset', 'pixels', 'audit', 'gen.pipeline', 'gen.backends', 'gen.sizing', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.zoo.load', 'model', 'metrics', 'detector', 'augment', 'data', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'hub', 'demo')
 __all__ = [n for m in _MODULES for n in importlib.import_module(f'aidetect.{m}').__all__]

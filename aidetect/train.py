@@ -12,12 +12,9 @@ from pathlib import Path
 from typing import Annotated
 from urllib.error import URLError
 
-import numpy as np, pandas as pd, torch, torchvision
-from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColReader, Normalize, IntToFloatTensor,
-                               RandTransform, vision_learner, create_body, model_meta, Learner, PILImage,
-                               CrossEntropyLossFlat, accuracy, skm_to_fastai, RocAucBinary, TensorImage, fa_collate)
+import numpy as np, torch, torchvision
+from fastai.vision.all import vision_learner, Learner, CrossEntropyLossFlat, accuracy, skm_to_fastai, RocAucBinary
 from fastai.callback.channelslast import ChannelsLast
-from fastai.callback.data import WeightedDL
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.optimizer import Adam, SGD, RMSProp, Lamb, ranger
 from fastai.distributed import DistributedDL
@@ -25,183 +22,19 @@ from fastcore.basics import patch
 from fastcore.meta import delegates
 from sklearn.metrics import precision_score, recall_score, f1_score
 from .script import delegates_many
-from .images import BadImage, open_image, open_pixels
-from .dataset import LABELS, SPLITS, load_datasets, group_keys, group_split_idxs, split_idxs, count_table, manifest_hash, preflight
-from .process import Distributor, this_process, default_workers
-from .model import (resolve_arch, norm_of, norm_stats, draft_size, precision_for, AUGMENTATIONS, WeightsUnavailable,
-                            load_body_weights, weights_unavailable, check_aug, min_size, takes_tensors, pixels_tensor)
-from .augment import item_tfms, batch_tfms, need_watermark
+from .dataset import SPLITS, manifest_hash
+from .process import Distributor, this_process
+from .model import (resolve_arch, norm_of, precision_for, load_body_weights, weights_unavailable, check_aug, min_size)
+from .data import detector_dls
 from .metrics import best_cut, THRESHOLD_RULE
 from .detector import model_files, save_detector
 from .hf import write_model_card
 from .tracking import log_names, log_callbacks
 
 # %% auto #0
-__all__ = ['ITEM_COLUMNS', 'OPTIMIZERS', 'DEFAULT_LR', 'DetectorImage', 'DetectorTensor', 'OpenImage', 'detector_dblock',
-           'usable_rows', 'balance_weights', 'BalancedDL', 'collate_channels_last', 'detector_dls', 'detector_metrics',
-           'opt_func', 'TrainRun', 'load_detector_weights', 'detector_learner', 'suggest_lr', 'epoch_lines',
-           'validation_threshold', 'best_checkpoint', 'fit_detector', 'check_training', 'settings_of', 'train_detector',
-           'training_summary', 'export_detector', 'cli_train']
-
-# %% ../nbs/20_train.ipynb #d2baffc7
-def _named(fn, open_fn, draft):
-    "`open_fn(fn, draft=draft)`, with a `BadImage` that names the file."
-    try: return open_fn(fn, draft=draft)
-    except BadImage as e: raise BadImage(e.reason, f'{fn}: {e.detail}') from None
-
-class DetectorImage(PILImage):
-    "A `PILImage` opened with `open_image`: EXIF-rotated, alpha on white, 16-bit scaled, errors that name the file."
-    @classmethod
-    def create(cls, fn, draft: tuple | None = None, **kwargs):
-        if isinstance(fn, (str, Path)): return cls(_named(fn, open_image, draft))
-        return super().create(fn, **kwargs)
-
-class DetectorTensor(TensorImage):
-    "`DetectorImage`'s pixels as a uint8 C×H×W `TensorImage` (a view of H×W×C), opened with `open_pixels`."
-    @classmethod
-    def create(cls, fn, draft: tuple | None = None): return cls(pixels_tensor(_named(fn, open_pixels, draft)))
-
-# %% ../nbs/20_train.ipynb #76921480
-class OpenImage(RandTransform):
-    "Open an image file decoded at the scale `draft_size` allows: a `DetectorTensor` (`tensors`) or a `DetectorImage`."
-    split_idx, order = None, 0   # both splits; what it may skip depends on which (`before_call`)
-    def __init__(self, aug: str = 'fastai', size: int = 224,
-                 factor: int = 1,         # decode at least factor×size px (see `draft_size`)
-                 tensors: bool = False):  # uint8 tensors, for item transforms that all take them (`takes_tensors`)
-        super().__init__(); self.aug, self.size, self.type = aug, size, DetectorTensor if tensors else DetectorImage
-        self.drafts = {train: draft_size(aug, size, train, factor) for train in (True, False)}
-    def before_call(self, b, split_idx): self.draft = self.drafts[split_idx == 0]
-    def encodes(self, fn): return self.type.create(fn, draft=self.draft)
-
-# %% ../nbs/20_train.ipynb #933c665f
-def _split(df, valid_pct, seed):
-    "Split by group; or as the `is_valid` column says (`detector_dls` splits the whole manifest before excluding files)."
-    if 'is_valid' not in df: return group_split_idxs(df, valid_pct, seed)
-    v = df['is_valid'].to_numpy(dtype=bool)
-    return np.flatnonzero(~v).tolist(), np.flatnonzero(v).tolist()
-
-def detector_dblock(size: int = 224, valid_pct: float = 0.2, seed: int = 42, aug: str = 'fastai',
-                    arch: str = 'resnet34', draft_factor: int = 1) -> DataBlock:
-    "A `DataBlock` over manifest rows: `file` → `DetectorTensor` (or `DetectorImage`), `label` → real/ai, split by `group`."
-    # fastai's ImageBlock, with `OpenImage` instead of `PILImage.create`: uint8 images, made float on the device;
-    # uint8 tensors from the file on where the recipe's item transforms take them (no PIL image per item)
-    tfms = item_tfms(aug, size)
-    images = TransformBlock(type_tfms=OpenImage(aug, size, draft_factor, takes_tensors(tfms)), batch_tfms=IntToFloatTensor)
-    return DataBlock(blocks=(images, CategoryBlock(vocab=list(LABELS), sort=False)),
-                     get_x=ColReader('file'), get_y=ColReader('label'),
-                     splitter=lambda df: _split(df, valid_pct, seed),
-                     item_tfms=tfms,
-                     batch_tfms=[*batch_tfms(aug, size), Normalize.from_stats(*norm_stats(arch))])
-
-# %% ../nbs/20_train.ipynb #3abfe55f
-def usable_rows(df: pd.DataFrame, strict: bool = False, workers: int | None = None,
-                verbose: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "(usable rows, excluded dataset/path/reason rows) of manifest rows `df`, every file checked; `strict`: fail instead."
-    dist = this_process()
-    _, bad = preflight(df.iloc[dist.rank::dist.world], workers, progress=verbose and dist.is_main)
-    found = list(zip(bad.index, bad['reason']))
-    if dist.world > 1:
-        from accelerate.utils import gather_object
-        found = gather_object(found)
-    found = sorted(found)
-    excluded = df.loc[[i for i, _ in found]].assign(reason=[r for _, r in found])[['dataset', 'path', 'reason']]
-    if len(excluded):
-        first = excluded.iloc[0]
-        if strict: raise AidetectError(
-            f"{len(excluded)} file(s) of the training data cannot be used, e.g. {first['dataset']}/{first['path']} "
-            f"({first['reason']}); fix or remove them, or train without --strict to leave them out")
-        if dist.is_main and verbose:
-            print(f'left out {len(excluded)} unusable file(s) (listed in the model\'s .json as well):')
-            for _, r in excluded.head(20).iterrows(): print(f"  {r['dataset']}/{r['path']}: {r['reason']}")
-            if len(excluded) > 20: print(f'  ... and {len(excluded) - 20} more')
-        elif dist.is_main:
-            warnings.warn(f"left out {len(excluded)} unusable file(s), e.g. {first['dataset']}/{first['path']} ({first['reason']})")
-    return df.drop(excluded.index).reset_index(drop=True), excluded.reset_index(drop=True)
-
-# %% ../nbs/20_train.ipynb #0fd5a0ac
-def balance_weights(df: pd.DataFrame) -> np.ndarray:
-    "Sampling weights so each label, and within it each domain, is drawn equally often."
-    n_dom = df.groupby('label')['domain'].transform('nunique')
-    n_cell = df.groupby(['label', 'domain'])['label'].transform('size')
-    w = 1.0 / (df['label'].nunique() * n_dom * n_cell)
-    return (w / w.sum()).to_numpy()
-
-class BalancedDL(WeightedDL):
-    "fastai's `WeightedDL`, drawing `n` items per epoch (with replacement, by `wgts`) whatever the dataset's size."
-    def get_idxs(self):
-        if self.n == 0 or not self.shuffle: return super().get_idxs()
-        return list(np.random.choice(len(self.dataset), self.n, p=self.wgts))
-
-ITEM_COLUMNS = ('dataset', 'path', 'file', 'label', 'group', 'domain', 'category', 'generator', 'is_valid')
-
-def collate_channels_last(items) -> tuple:
-    "fastai's `fa_collate`, with images stacked as N×H×W×C and viewed as N×C×H×W: one plain copy, a channels-last batch."
-    def stack(xs):
-        if not (isinstance(xs[0], TensorImage) and xs[0].ndim == 3): return fa_collate(xs)
-        # `ToTensor` makes each C×H×W image a view of PIL's H×W×C pixels: stacking those as they lie is a memcpy,
-        # where stacking the views as C×H×W would transpose every image (most of fa_collate's time)
-        hwc = [x.as_subclass(torch.Tensor).permute(1, 2, 0) for x in xs]
-        out = None
-        if torch.utils.data.get_worker_info() is not None:   # in a worker: straight into shared memory, as
-            storage = hwc[0]._typed_storage()._new_shared(sum(x.numel() for x in hwc))   # default_collate does
-            out = hwc[0].new(storage).resize_(len(hwc), *hwc[0].shape)
-        return type(xs[0])(torch.stack(hwc, out=out).permute(0, 3, 1, 2))
-    return tuple(stack(list(xs)) for xs in zip(*items))
-
-def detector_dls(source, size: int = 224, arch: str = 'resnet34', seed: int = 42,
-                 bs: int = 64,                # batch size (of one step, shared by the processes of a distributed run)
-                 valid_pct: float = 0.2,      # share of groups held out for validation (random split)
-                 split: str = 'random',       # validation split: random (by group) or official (the datasets' own split column)
-                 aug: str = 'fastai',         # augmentation recipe: none, fastai, epstein or cnndetection
-                 balance: bool = False,       # sample batches so each class, and each domain within it, is seen equally often
-                 workers: int | None = None,  # image-decoding processes (default: one per core; none for small datasets)
-                 device: str | None = None,   # cpu or cuda (default: cuda if available)
-                 strict: bool = False,        # refuse to train when a file cannot be read (default: leave it out)
-                 draft_factor: int = 1,       # decode JPEGs at the smallest libjpeg scale keeping >= this × size px (2: as models saved before it)
-                 verbose: bool = True, draws: int | None = None):
-    "DataLoaders for dataset folder(s) or a manifest DataFrame `source`, split by group (or officially), unusable files left out."
-    check_range('draft_factor', draft_factor, 1)
-    if aug == 'epstein': need_watermark()   # fail before reading any data, not at the first watermarked batch
-    df = load_datasets(source)
-    if df.empty: raise AidetectError('the dataset has no images; check manifest.csv')
-    if 'is_valid' in df: df['is_valid'] = df['is_valid'].astype(bool)   # a split made by the caller (a sequence's) is kept
-    else:
-        tr, va = split_idxs(df, split, valid_pct, seed)   # of the whole manifest: a file that can't be read moves no group
-        if split == 'official': valid_pct = len(va) / len(df)
-        if split == 'official' and not va: raise AidetectError("the official split has no validation images (every row's split is 'train'); use --split random")
-        if valid_pct > 0 and not va: raise AidetectError('too few groups to split off a validation set; add images or use --valid-pct 0')
-        df = df.assign(is_valid=np.isin(np.arange(len(df)), va))
-    df, excluded = usable_rows(df, strict, verbose=verbose)
-    if valid_pct > 0 and not df['is_valid'].any(): raise AidetectError('no usable validation images; see the files left out above')
-    missing = set(LABELS) - set(df['label'])
-    if missing: raise AidetectError(f"a detector needs both classes; no {'/'.join(sorted(missing))} images in the data")
-    if verbose: print(count_table(df, by=('dataset', 'domain', 'label')).to_string(), end='\n\n')
-    n_train = int((~df['is_valid']).sum())
-    if draws is None and n_train < bs:   # fastai drops the last partial training batch: with fewer images than bs there'd be none
-        warnings.warn(f'batch size {bs} is larger than the {n_train} training images; using {n_train}')
-        bs = n_train
-    if workers is None: workers = default_workers(len(df))
-    device = torch.device(device) if device is not None else None
-    kw = dict(bs=bs, num_workers=workers, device=device, pin_memory=device is not None and device.type == 'cuda',
-              create_batch=collate_channels_last)
-    dblock = detector_dblock(size, valid_pct, seed, aug, arch, draft_factor)
-    items = df[list(ITEM_COLUMNS)]   # the rows the loader indexes per image: few columns, plain strings, cheap to index
-    if draws is not None:   # `draws` items per epoch, with replacement (balanced or uniformly): an epoch of chosen length
-        dsets = dblock.datasets(items)
-        tr_df = df.iloc[dsets.splits[0]].reset_index(drop=True)
-        wgts = balance_weights(tr_df) if balance else np.full(len(tr_df), 1 / len(tr_df))
-        dls = dsets.dataloaders(dl_type=BalancedDL, dl_kwargs=(dict(wgts=wgts, n=draws), {}),
-                                after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kw)
-    elif balance:   # fastai's weighted DataLoader: the training set is sampled with these weights, valid is untouched
-        dsets = dblock.datasets(items)
-        wgts = balance_weights(df.iloc[dsets.splits[0]].reset_index(drop=True))
-        dls = dsets.weighted_dataloaders(wgts, after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kw)
-    else: dls = dblock.dataloaders(items, **kw)
-    # what the loader holds (the settings themselves are the run's: `TrainRun.settings`)
-    dls.manifest, dls.excluded, dls.size, dls.valid_pct, dls.draft_factor = df, excluded, size, valid_pct, draft_factor
-    keys = group_keys(df)
-    dls.train_groups, dls.valid_groups = sorted(set(keys[~df['is_valid']])), sorted(set(keys[df['is_valid']]))
-    return dls
+__all__ = ['OPTIMIZERS', 'DEFAULT_LR', 'detector_metrics', 'opt_func', 'TrainRun', 'load_detector_weights', 'detector_learner',
+           'suggest_lr', 'epoch_lines', 'validation_threshold', 'best_checkpoint', 'fit_detector', 'check_training',
+           'settings_of', 'train_detector', 'training_summary', 'export_detector', 'cli_train']
 
 # %% ../nbs/20_train.ipynb #e2b7b730
 def detector_metrics() -> list:

@@ -171,7 +171,7 @@ def loader_dls(root: Path, size: int, rounds: int, aug: str, bs: int, factor: in
     "`detector_dls` (drafting to `factor`×`size`) over dataset `root`'s rows, each listed `rounds` times, no validation split."
     import pandas as pd
     from aidetect.dataset import load_datasets
-    from aidetect.train import detector_dls
+    from aidetect.data import detector_dls
     df = load_datasets(root)
     df = pd.concat([df.assign(group=df['group'] + f'-{k}') for k in range(rounds)], ignore_index=True)
     return detector_dls(df, size=size, bs=bs, aug=aug, valid_pct=0, verbose=False, draft_factor=factor)

@@ -38,7 +38,8 @@ def make_dataset(root: Path, n: int, px: int = 384):
 
 def headroom(root, arch, size, bs, batches):
     import torch
-    from aidetect.train import detector_dls, detector_learner
+    from aidetect.data import detector_dls
+    from aidetect.train import detector_learner
     dls = detector_dls(root, size=size, bs=bs, aug='fastai', arch=arch, verbose=False)
     learn = detector_learner(dls, arch, pretrained=False)
     it = iter(dls.train); next(it)                          # warm-up: first batch builds the workers and caches

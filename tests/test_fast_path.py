@@ -95,7 +95,7 @@ def test_a_model_reads_images_with_the_draft_factor_it_was_trained_with(tmp_path
 def test_the_loaders_uint8_path_gives_the_pil_paths_pixels(photos, tmp_path):
     "The training loader's item without a PIL image (`DetectorTensor`) = with one = the predictor's input, per factor."
     from fastai.vision.all import Pipeline
-    from aidetect.train import OpenImage, DetectorTensor, DetectorImage
+    from aidetect.data import OpenImage, DetectorTensor, DetectorImage
     det = load_detector(example_detector())
     size = det.info['size']
     Image.open(photos[0]).rotate(90, expand=True).save(tmp_path / 'x.png')   # and a file that is not a JPEG

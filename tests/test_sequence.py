@@ -6,6 +6,7 @@ from PIL import Image
 
 import aidetect.sequence as sequence
 import aidetect.train as train
+import aidetect.data as data
 import aidetect.augment as augment
 from fastai.vision.all import PILImage
 from aidetect.dataset import group_keys, load_datasets, read_manifest, split_dataset, write_manifest
@@ -76,7 +77,7 @@ def test_balanced_batches_are_balanced(demo_data):
     df['group'] = df['group'] + '#' + df.index.astype(str)
     df['is_valid'] = False
     df.loc[df.index[:4].tolist() + df.index[-4:].tolist(), 'is_valid'] = True
-    dls = train.detector_dls(df, size=32, bs=8, aug='none', arch='simple_cnn', balance=True, draws=5 * 8, verbose=False)
+    dls = data.detector_dls(df, size=32, bs=8, aug='none', arch='simple_cnn', balance=True, draws=5 * 8, verbose=False)
     assert len(dls.train) == 5 and len(dls.valid_ds) == 8   # an epoch is 5 batches; validation is untouched
     rows = dls.train.items.reset_index(drop=True)
     drawn = rows.iloc[np.concatenate([dls.train.get_idxs() for _ in range(300)])]

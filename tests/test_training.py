@@ -4,7 +4,8 @@ import numpy as np, pandas as pd
 import pytest, torch, torchvision
 from conftest import run_cli
 from aidetect.dataset import load_datasets
-from aidetect.train import train_detector, detector_dls, export_detector
+from aidetect.train import train_detector, export_detector
+from aidetect.data import detector_dls
 from aidetect.detector import load_detector, predict_files
 
 FAST = dict(size=32, bs=16, epochs=1, freeze_epochs=0, pretrained=False, lr=1e-3, verbose=False, seed=0)
