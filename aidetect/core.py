@@ -30,17 +30,34 @@ Docs: https://aidetect.github.io/aidetect/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #e98b6c7c
 from __future__ import annotations
-import errno, hashlib, os, shutil, sys, tempfile, warnings
+import errno, hashlib, os, shutil, signal, sys, tempfile, warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['KNOWN_WARNINGS', 'WRITE_ERRORS', 'AidetectError', 'check_range', 'hide_known_warnings', 'progress_bars', 'cache_dir',
-           'sha256_bytes', 'sha256_file', 'WriteFailed', 'writing', 'atomic_path', 'write_bytes_atomic', 'walk_files']
+__all__ = ['KNOWN_WARNINGS', 'WRITE_ERRORS', 'AidetectError', 'Terminated', 'sigterm_interrupts', 'check_range',
+           'hide_known_warnings', 'progress_bars', 'cache_dir', 'sha256_bytes', 'sha256_file', 'WriteFailed', 'writing',
+           'atomic_path', 'write_bytes_atomic', 'walk_files']
 
 # %% ../nbs/00_core.ipynb #5c68d423
 class AidetectError(Exception):
     "An error the user can fix; its message says what went wrong and what to do."
+
+# %% ../nbs/00_core.ipynb #b7c0a002
+class Terminated(KeyboardInterrupt):
+    "SIGTERM, raised where Ctrl-C raises `KeyboardInterrupt`: every command stops as cleanly as after Ctrl-C."
+    seen = False   # set once a SIGTERM arrived in this process
+
+@contextmanager
+def sigterm_interrupts():
+    "While inside, SIGTERM raises `Terminated` in the main thread; outside it (or off the main thread) nothing changes."
+    def _raise(signum, frame):
+        Terminated.seen = True
+        raise Terminated()
+    try: old = signal.signal(signal.SIGTERM, _raise)
+    except ValueError: yield; return   # not the main thread: signals are the main thread's business
+    try: yield
+    finally: signal.signal(signal.SIGTERM, old)
 
 # %% ../nbs/00_core.ipynb #206fabb2
 def check_range(name: str, value, lo=None, hi=None, hi_open: bool = False):

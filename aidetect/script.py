@@ -24,7 +24,7 @@ from pathlib import Path
 from fastcore.script import anno_parser
 from fastcore.meta import delegates
 from fastcore.docments import docments
-from .core import AidetectError
+from .core import AidetectError, Terminated, sigterm_interrupts
 
 # %% auto #0
 __all__ = ['load_target', 'Command', 'resolve_annotations', 'delegates_many', 'command_parser', 'call_with', 'quiet_libs',
@@ -128,12 +128,14 @@ def _show_warning(prog: str, msg, category, filename: str):
 
 # %% ../nbs/01_script.ipynb #0c93b5ed
 def run_cli(prog: str, commands: list, argv=None, description: str = '', epilog: str = '') -> int:
-    "Parse `argv` for CLI `prog` and run the chosen command; returns the exit status (130 after Ctrl-C, at any moment)."
-    try: return _run(prog, commands, list(sys.argv[1:] if argv is None else argv), description, epilog)
-    except KeyboardInterrupt:   # also while torch and fastai are still being imported
-        print(f'{prog}: interrupted', file=sys.stderr); return 130
+    "Parse `argv` for CLI `prog` and run the chosen command; returns the exit status (130 after Ctrl-C, 143 after SIGTERM, at any moment)."
+    try:
+        with sigterm_interrupts(): rc = _run(prog, commands, list(sys.argv[1:] if argv is None else argv), description, epilog)
+    except KeyboardInterrupt:   # also while torch and fastai are still being imported; SIGTERM too (`Terminated`)
+        print(f"{prog}: {'terminated (SIGTERM)' if Terminated.seen else 'interrupted'}", file=sys.stderr); rc = 130
     except AidetectError as e:
         print(f'{prog}: error: {e}', file=sys.stderr); return 2
+    return 143 if Terminated.seen and rc else rc   # a command that stopped cleanly after SIGTERM: the status says so
 
 def _run(prog, commands, argv, description, epilog) -> int:
     quiet_libs(prog, bars=False)   # before a command's module is imported: importing fastai and diffusers warns

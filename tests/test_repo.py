@@ -51,7 +51,7 @@ LAYERS = ['core', 'process', 'script', 'decode', 'images', 'hf', 'dataset', 'pix
           'gen.pipeline', 'gen.backends', 'gen.sizing', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch',
           'gen.zoo.parts', 'gen.zoo.registry', 'gen.zoo.presets', 'gen.zoo.unclip', 'gen.zoo.kandinsky', 'gen.zoo.ipadapter',
           'gen.zoo.img2img', 'gen.zoo.recon', 'gen.zoo.flux', 'gen.zoo.identity', 'gen.zoo.load', 'gen.cli',
-          'model', 'metrics', 'detector', 'augment', 'tracking', 'data', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'app', 'prepare',
+          'model', 'metrics', 'detector', 'augment', 'tracking', 'data', 'checkpoint', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'app', 'prepare',
           'hub', 'demo', 'cli', '__main__', 'all']
 
 
