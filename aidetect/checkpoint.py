@@ -7,7 +7,7 @@ Docs: https://aidetect.github.io/aidetect/checkpoint.html.md"""
 # %% ../nbs/19c_checkpoint.ipynb #c0c0a003
 from __future__ import annotations
 from .core import AidetectError, atomic_path
-import hashlib, random, shutil
+import hashlib, random, shutil, time
 from pathlib import Path
 
 import numpy as np, pandas as pd, torch
@@ -86,7 +86,8 @@ def read_checkpoint(folder, identity: dict, resume: bool = False) -> dict | None
 def _unwrapped(model): return getattr(model, 'module', model)   # DDP wraps the model while it fits
 
 def plain(o):
-    "`o` with fastcore `L`s as lists and NumPy scalars as Python numbers: what `torch.load(weights_only=True)` reads."
+    "`o` with fastcore `L`s as lists, NumPy scalars as numbers and tensor subclasses (fastai's) as tensors: what `torch.load(weights_only=True)` reads."
+    if isinstance(o, torch.Tensor): return o if type(o) in (torch.Tensor, torch.nn.Parameter) else o.as_subclass(torch.Tensor)
     if isinstance(o, dict): return {k: plain(v) for k, v in o.items()}
     if isinstance(o, (list, L)): return [plain(v) for v in o]
     if isinstance(o, tuple): return tuple(plain(v) for v in o)
@@ -104,9 +105,9 @@ def write_state(folder, state: dict, rng: dict | None = None):
     "Write `state` (the first process) and this process's random states `rng` into `folder`, each atomically."
     folder, dist = Path(folder), this_process()
     if rng is not None:
-        with atomic_path(folder/f'rng-{dist.rank}.pt') as tmp: torch.save(rng, tmp)
+        with atomic_path(folder/f'rng-{dist.rank}.pt') as tmp: torch.save(plain(rng), tmp)
     if dist.is_main:
-        with atomic_path(folder/STATE) as tmp: torch.save(state, tmp)
+        with atomic_path(folder/STATE) as tmp: torch.save(plain(state), tmp)
 
 class SaveCheckpoint(Callback):
     "After every epoch from `start` on, write a resumable checkpoint of fit `phase` into `folder`."
@@ -120,7 +121,7 @@ class SaveCheckpoint(Callback):
         if best is not None and best.new_best and this_process().is_main:
             with atomic_path(self.folder/BEST) as tmp: shutil.copyfile(Path(l.path)/l.model_dir/f'{best.fname}.pth', tmp)
         trackers = [dict(best=float(cb.best), wait=getattr(cb, 'wait', None)) for cb in l.cbs if isinstance(cb, TrackerCallback)]
-        state = dict(self.meta, phase=self.phase, epoch=self.epoch, n_epoch=self.n_epoch, done=False, trackers=trackers,
+        state = dict(self.meta, saved=time.time(), phase=self.phase, epoch=self.epoch, n_epoch=self.n_epoch, done=False, trackers=trackers,
                      values=[[float(v) for v in row] for row in rec.values], smooth=(rec.smooth_loss.count, rec.smooth_loss.val.cpu()),
                      model=_unwrapped(l.model).state_dict(), opt=opt_state(l.opt))
         write_state(self.folder, state, rng_states(l.dls))
@@ -154,7 +155,7 @@ class ReplayEpochs(Callback):
 # %% ../nbs/19c_checkpoint.ipynb #c0c0a017
 def finish_checkpoint(learn, folder, meta: dict):
     "Mark the checkpoint in `folder` finished, with `learn`'s final weights and history."
-    write_state(folder, dict(meta, phase='done', epoch=-1, n_epoch=0, done=True, trackers=[],
+    write_state(folder, dict(meta, saved=time.time(), phase='done', epoch=-1, n_epoch=0, done=True, trackers=[],
                              values=[[float(v) for v in row] for row in learn.recorder.values],
                              model=_unwrapped(learn.model).state_dict()))
 

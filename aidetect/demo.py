@@ -138,7 +138,7 @@ def run_demo(out='aidetect-demo', per_photo: int = 16, steps: int = 10, size: in
                                pretrained=False, seed=seed, lr_find_its=30, aug='none', verbose=True)
     log(f'lr used: {learn.facts.lr:.2e}')
     files = export_detector(learn, out/'models'/'demo')
-    log(f'[3/4] model -> {files["safetensors"]} (+ .json, .pkl)')
+    log(f'[3/4] model -> {files["safetensors"]} (+ .json, its card and training plot)')
     log('[4/4] evaluating on the held-out split (scenes-test) and a second domain (textures)')
     from aidetect.detector import load_detector
     res = evaluate(load_detector(files['json']), {'scenes-test': ds['scenes-test'], 'textures': ds['textures']},

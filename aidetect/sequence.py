@@ -88,7 +88,7 @@ def step_rows(plan: dict, k: int, replay: float | None = None) -> pd.DataFrame:
 SEQUENCE = 'sequence.json'
 _TRAIN_DEFAULTS = {n: p.default for n, p in inspect.signature(train_detector).parameters.items()
                    if p.default is not inspect.Parameter.empty}
-_RUN_ONLY = ('verbose', 'workers', 'device', 'show_plot', 'mixed_precision', 'compile')   # how, not what: may change on resume
+_RUN_ONLY = ('verbose', 'workers', 'device', 'show_plot', 'mixed_precision', 'compile', 'checkpoint', 'resume')   # how, not what: may change on resume
 
 def _jsonable(v):
     if v is None or isinstance(v, (bool, int, float, str)): return v
@@ -149,8 +149,9 @@ def train_incremental(datasets,                     # dataset folders, in traini
         if verbose and dist.is_main: print(f"step {k} ({name}): training on {', '.join(plan['order'][:k])}"
                                            + (f', from {prev}' if prev else ''))
         t0 = time.time()
-        learn = train_detector(step_rows(plan, k, replay), valid_pct=valid_pct, seed=seed,
-                               init=out/f'{prev}.safetensors' if prev else None, verbose=verbose, **kwargs)
+        ckpt = out/f'.{model}.ckpt'   # the step's own checkpoint: a rerun continues the step where it stopped
+        learn = train_detector(step_rows(plan, k, replay), valid_pct=valid_pct, seed=seed, init=out/f'{prev}.safetensors' if prev else None,
+                               verbose=verbose, **{**kwargs, 'checkpoint': ckpt, 'resume': True})
         if dist.is_main:   # under `accelerate launch` the first process writes the files
             sha = _write_step(learn, out, model)
             info = json.loads((out/f'{model}.json').read_text())
@@ -159,6 +160,7 @@ def train_incremental(datasets,                     # dataset folders, in traini
                                      metrics=info['metrics'], history=info['history'], schedule=info['schedule'],
                                      lr=info['lr'], seconds=round(time.time() - t0, 1)))
             with atomic_path(out/SEQUENCE) as t: Path(t).write_text(json.dumps(seq, indent=1))
+            shutil.rmtree(ckpt, ignore_errors=True)   # the step is written: nothing left to resume
             if verbose: print(f'step {k} ({name}): {training_summary(learn)}; wrote {out/model}.safetensors/.json')
         dist.wait()   # every process starts the next step from the weights just written
     return seq
@@ -292,11 +294,12 @@ def cli_train_sequence(*datasets: str,   # dataset folder(s) with a manifest.csv
               incremental: bool = False,   # train a sequence: step k on datasets 1..k from step k-1's weights; --out is then a folder
               replay: float = None,   # with --incremental: step k trains on dataset k plus this fraction of each earlier one
               **kwargs):
-    "Train a real/AI detector with fastai (lr_find, fine_tune or --steps; split by group) and write MODEL.safetensors, MODEL.json and MODEL.pkl; or, with --incremental, a sequence."
+    "Train a real/AI detector with fastai (lr_find, fine_tune or --steps; split by group) and write MODEL.safetensors, MODEL.json and its plots (resumable: --resume); or, with --incremental, a sequence (rerun to continue)."
     if not incremental:
         if replay is not None: raise AidetectError('--replay needs --incremental')
         return train_cli(*datasets, **kwargs)
     out = kwargs.pop('Out')
+    if kwargs.pop('pickle', False): raise AidetectError("--pickle is for a single model: a sequence's steps are safe pairs only")
     if kwargs.pop('init', None) is not None:
         raise AidetectError('--init is for a single model: a sequence starts from ImageNet (or --no-pretrained), each step from the last')
     seq = train_incremental(list(datasets), out, replay=replay, **kwargs)

@@ -6,13 +6,14 @@ Docs: https://aidetect.github.io/aidetect/train.html.md"""
 
 # %% ../nbs/20_train.ipynb #c9c1ed7f
 from __future__ import annotations
-from .core import AidetectError, check_range, progress_bars   # first: it hides known third-party warnings before fastai is imported
+from .core import AidetectError, check_range, progress_bars, atomic_path   # first: it hides known third-party warnings before fastai is imported
 import contextlib, dataclasses, inspect, io, json, os, shutil, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
 from typing import Annotated
 from urllib.error import URLError
 
 import numpy as np, torch, torchvision
+import matplotlib.pyplot as plt
 from fastai.vision.all import vision_learner, Learner, CrossEntropyLossFlat, accuracy, skm_to_fastai, RocAucBinary
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
@@ -30,11 +31,12 @@ from .metrics import best_cut, THRESHOLD_RULE
 from .detector import model_files, save_detector
 from .hf import write_model_card
 from .tracking import log_names, log_callbacks
+from .checkpoint import run_identity, read_checkpoint, describe_checkpoint, run_phases
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'DEFAULT_LR', 'detector_metrics', 'opt_func', 'TrainRun', 'load_detector_weights', 'detector_learner',
            'suggest_lr', 'epoch_lines', 'validation_threshold', 'best_checkpoint', 'fit_detector', 'check_training',
-           'settings_of', 'train_detector', 'training_summary', 'export_detector', 'cli_train']
+           'settings_of', 'train_detector', 'training_summary', 'plot_training', 'export_detector', 'cli_train']
 
 # %% ../nbs/20_train.ipynb #e2b7b730
 def detector_metrics() -> list:
@@ -65,6 +67,7 @@ class TrainRun:
     precision: str = 'no'
     settings: dict = dataclasses.field(default_factory=dict)   # every setting of `train_detector`, defaults filled in
     lr: float | None = None               # the learning rate used: given, or lr_find's suggestion
+    lr_curve: dict | None = None          # lr_find's curve: lrs, losses (its plot is saved beside the model)
     threshold: float | None = None        # picked on the validation split (see `validation_threshold`)
     threshold_rule: str = 'none: not tuned'
     epochs_run: int = 0                   # validations recorded (epochs, or evaluation steps)
@@ -145,6 +148,8 @@ def suggest_lr(learn: Learner, num_it: int = 100, show_plot: bool = False) -> fl
         with learn.no_bar(): sug = learn.lr_find(num_it=num_it, show_plot=show_plot)
         lr = float(sug.valley)
         if not np.isfinite(lr) or lr <= 0: raise ValueError(f'suggestion {lr}')
+        if getattr(learn, 'facts', None) is not None:   # kept for the plot beside the model (the next fit's Recorder forgets it)
+            learn.facts.lr_curve = dict(lr=[float(v) for v in learn.recorder.lrs], loss=[float(v) for v in learn.recorder.losses], suggestion=lr)
         return lr
     except (IndexError, ValueError, RuntimeError) as e:
         warnings.warn(f'lr_find could not suggest a learning rate ({type(e).__name__}: {e}); using {DEFAULT_LR}')
@@ -235,6 +240,14 @@ def _best_epoch(learn: Learner) -> int | None:
     return int(np.nanargmin(losses)) if losses and not np.isnan(losses).all() else None
 
 # %% ../nbs/20_train.ipynb #dd56bc61
+def _phases(learn: Learner, epochs: int, lr: float, freeze_epochs: int, steps: int | None, eval_every: int, trained_body: bool) -> list:
+    "A run's fits as (name, fit(cbs)) in order, so a checkpoint can say where it was: fastai's `fine_tune` is two."
+    if steps is not None: return [('steps', lambda cbs: (learn.unfreeze(), learn.fit(steps // eval_every, lr, cbs=cbs)))]
+    if not trained_body: return [('cycle', lambda cbs: learn.fit_one_cycle(epochs, lr, cbs=cbs))]   # from scratch: no body to freeze
+    def frozen(cbs): learn.freeze(); learn.fit_one_cycle(freeze_epochs, slice(lr), pct_start=0.99, cbs=cbs)
+    def full(cbs): learn.unfreeze(); learn.fit_one_cycle(epochs, slice(lr / 2 / 100, lr / 2), pct_start=0.3, div=5.0, cbs=cbs)
+    return ([('frozen', frozen)] if freeze_epochs else []) + [('full', full)]   # `Learner.fine_tune`'s steps and defaults
+
 def fit_detector(learn: Learner,
                  epochs: int = 3,            # epochs of full training
                  lr: float | None = None,    # learning rate (default: lr_find's suggestion)
@@ -246,11 +259,19 @@ def fit_detector(learn: Learner,
                  show_plot: bool = False,    # plot lr_find's curve
                  log: str | None = None,     # experiment loggers, comma-separated: tensorboard, wandb, mlflow, csv
                  log_dir: str = 'runs',      # where the loggers write: one folder per run (W&B offline with WANDB_MODE=offline)
+                 checkpoint: str | None = None,  # folder for a resumable checkpoint after every epoch or evaluation step (`aidetect train`: MODEL.ckpt)
+                 resume: bool = False,       # continue the interrupted run whose checkpoint is in --checkpoint (same settings and data)
                  verbose: bool = True) -> Learner:
     "`lr_find`, then `fine_tune` (a trained body: `freeze_epochs` frozen, then `epochs`), `fit_one_cycle` (from scratch: `epochs`) or `steps` balanced steps; the threshold last."
     dist, run, t0 = this_process(), learn.facts, time.time()
     verbose_here = verbose and dist.is_main
     trained_body = run.pretrained or run.init_file is not None   # worth freezing while the new head settles (epoch mode)
+    identity = run_identity(run.settings, learn.dls.manifest)
+    state = read_checkpoint(checkpoint, identity, resume) if checkpoint is not None else None
+    if state is not None:   # the learning rate (and its curve) of the run it continues: lr_find is not repeated
+        lr, run.lr_curve, t0 = state['lr'], state.get('lr_curve'), t0 - (state['saved'] - state['started'])
+        if verbose_here: print(f'resuming from {checkpoint}: {describe_checkpoint(state)}')
+    elif resume and verbose_here: print(f'no checkpoint in {checkpoint}: starting from the beginning')
     if lr is None:
         lr = _lr_of_first_process(learn, dist, lr_find_its, show_plot)
         if verbose_here: print(f'lr_find suggests {lr:.2e}')
@@ -258,12 +279,11 @@ def fit_detector(learn: Learner,
     keep_best = steps is not None or patience is not None
     best = best_checkpoint(learn, patience, dist, verbose_here) if keep_best else contextlib.nullcontext()
     logs = log_callbacks(log, log_dir, run) if dist.is_main else []   # the first process logs for all
+    meta = dict(identity=identity, lr=lr, lr_curve=run.lr_curve, started=t0)
     with (bars if verbose_here else learn.no_bar()), (contextlib.nullcontext() if verbose_here else learn.no_logging()), \
          _distributed(learn, dist):
         with best, learn.added_cbs(logs):   # the best checkpoint is restored at the end of the fit, before the threshold is tuned on it
-            if steps is not None: learn.unfreeze(); learn.fit(steps // eval_every, lr)
-            elif trained_body: learn.fine_tune(epochs, lr, freeze_epochs=freeze_epochs)
-            else: learn.fit_one_cycle(epochs, lr)   # from scratch: no body to freeze, so `epochs` epochs in all
+            run_phases(learn, _phases(learn, epochs, lr, freeze_epochs, steps, eval_every, trained_body), checkpoint, state, meta)
         # every process predicts its share of the validation set and fastai gathers them (one process alone would wait)
         found = validation_threshold(learn)
     run.threshold, run.threshold_rule = found['threshold'], found['threshold_rule']
@@ -403,12 +423,33 @@ def info(self: TrainRun, learn: Learner) -> dict:
                           for k, v in s.items() if k not in ('device', 'workers')},
                 versions=_versions(), git_commit=_git_commit(), created=time.strftime('%Y-%m-%dT%H:%M:%S'))
 
-def export_detector(learn: Learner, out, pickle: bool = True) -> dict:
-    "Write `out`.safetensors and `out`.json (`aidetect.detector.save_detector`), its model card, and `out`.pkl (fastai's export) unless `pickle=False`."
+def plot_training(run: TrainRun, history: list) -> plt.Figure:
+    "lr_find's curve (with the rate used) and the train/valid loss of each recorded epoch, side by side."
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    if run.lr_curve:
+        a.plot(run.lr_curve['lr'], run.lr_curve['loss']); a.set_xscale('log')
+        a.axvline(run.lr_curve['suggestion'], ls='--', c='k', lw=1, label=f"suggested {run.lr_curve['suggestion']:.1e}")
+        a.legend(frameon=False)
+    else: a.text(0.5, 0.5, f'no lr_find: lr {run.lr or float("nan"):.1e} given', ha='center', va='center', transform=a.transAxes)
+    a.set(xlabel='learning rate', ylabel='training loss', title='learning-rate finder')
+    x = np.arange(len(history))
+    for k in ('train_loss', 'valid_loss'): b.plot(x, [r[k] if r[k] is not None else np.nan for r in history], 'o-', label=k)
+    if run.kept_epoch is not None: b.axvline(run.kept_epoch, ls=':', c='k', lw=1, label=f'kept ({run.kept_epoch})')
+    unit = 'evaluation step' if run.schedule.get('eval_every') else 'epoch'
+    b.set(xlabel=unit, ylabel='loss', title='losses', xticks=x); b.legend(frameon=False)
+    for ax in (a, b): ax.spines[['top', 'right']].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+def export_detector(learn: Learner, out, pickle: bool = False) -> dict:
+    "Write `out`.safetensors and `out`.json (`aidetect.detector.save_detector`), its model card, `out`.training.png, and with `pickle` `out`.pkl (fastai's export)."
     out = Path(out)
     base = out.with_suffix('') if out.suffix in ('.pkl', '.json', '.safetensors') else out
     info = learn.facts.info(learn)
     files = dict(save_detector(learn.model, info, base), card=write_model_card(info, base))
+    fig = plot_training(learn.facts, info['history'])
+    with atomic_path(Path(f'{base}.training.png')) as tmp: fig.savefig(tmp, format='png', dpi=150)
+    plt.close(fig); files['training'] = Path(f'{base}.training.png')
     if not pickle: return files
     old, learn.path = learn.path, base.parent
     try: learn.export(base.name + '.pkl')
@@ -419,13 +460,32 @@ def export_detector(learn: Learner, out, pickle: bool = True) -> dict:
 @delegates(train_detector, but=['source', 'lr_find_its', 'show_plot', 'verbose'])
 def cli_train(*datasets: str,   # dataset folder(s) with a manifest.csv
               Out: Annotated[str, dict(required=True)] = None,   # output path without extension, e.g. models/indoor
+              pickle: bool = False,   # also write MODEL.pkl, fastai's export (a pickle runs code when loaded: only load your own)
               **kwargs):
-    "Train a real/AI detector with fastai (lr_find, fine_tune; split by group) and write MODEL.safetensors, MODEL.json and MODEL.pkl."
-    from aidetect.dataset import read_manifest
+    "Train a real/AI detector with fastai (lr_find, fine_tune; split by group) and write MODEL.safetensors, MODEL.json and its plots; resumable (--resume)."
     if not datasets: raise AidetectError('give at least one dataset folder')
-    for d in datasets: read_manifest(d)   # a wrong path fails now, not after loading the data
-    learn = train_detector(list(datasets), **kwargs)
+    for d in datasets: _check_dataset(d)   # a wrong path fails now, not after loading the data
+    base = Path(Out).with_suffix('') if Path(Out).suffix in ('.pkl', '.json', '.safetensors') else Path(Out)
+    ckpt = kwargs.setdefault('checkpoint', None) or str(base) + '.ckpt'
+    kwargs['checkpoint'] = ckpt
+    try: learn = train_detector(list(datasets), **kwargs)
+    except KeyboardInterrupt:   # Ctrl-C or SIGTERM: the last epoch's checkpoint is whole
+        if this_process().is_main and (Path(ckpt)/'state.pt').exists():
+            print(f'aidetect: the checkpoint in {ckpt} keeps the finished epochs; run the same command with --resume to continue',
+                  file=sys.stderr)
+        raise
     if not this_process().is_main: return   # under `accelerate launch` the first process writes the files
-    files = export_detector(learn, Out)
+    files = export_detector(learn, base, pickle=pickle)
+    shutil.rmtree(ckpt, ignore_errors=True)   # the model is written: nothing left to resume
     print(f"{learn.facts.arch}: {training_summary(learn)}")
     print('wrote ' + ', '.join(str(p) for p in files.values()))
+
+def _check_dataset(folder):
+    "Fail now, in one line, on a folder that is not a dataset; a folder of photos gets the command that makes one beside it."
+    from aidetect.dataset import read_manifest
+    from aidetect.core import walk_files
+    p = Path(folder)
+    if p.is_dir() and not (p/'manifest.csv').exists() and next(iter(walk_files(p)), None) is not None:
+        raise AidetectError(f"{p} is a folder of photos, not a dataset (no manifest.csv): make one beside it with "
+                            f"`aidetect-gen variations {p} --out {p.parent/(p.name + '-sd')}`, then train on that")
+    read_manifest(p)

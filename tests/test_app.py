@@ -14,7 +14,7 @@ def model(demo_data, tmp_path_factory):
     from aidetect.train import train_detector, export_detector
     learn = train_detector(demo_data['scenes-train'], size=96, bs=16, epochs=3, freeze_epochs=0, pretrained=False,
                            lr=1e-3, verbose=False, aug='none')
-    return export_detector(learn, tmp_path_factory.mktemp('app-model') / 'scenes')
+    return export_detector(learn, tmp_path_factory.mktemp('app-model') / 'scenes', pickle=True)
 
 
 @pytest.fixture(scope='module')

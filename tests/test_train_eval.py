@@ -10,11 +10,11 @@ from conftest import run_cli
 def model(demo_data, tmp_path_factory):
     out = tmp_path_factory.mktemp('models') / 'scenes'
     run_cli('aidetect', 'train', demo_data['scenes-train'], '--out', out, '--no-pretrained', '--size', '32',
-            '--bs', '16', '--epochs', '1', '--lr', '1e-3', '--aug', 'none', check=0)
+            '--bs', '16', '--epochs', '1', '--lr', '1e-3', '--aug', 'none', '--pickle', check=0)
     return out
 
 
-def test_train_writes_the_three_files(model):
+def test_train_writes_the_pair_and_with_pickle_the_pkl(model):
     for ext in ('pkl', 'safetensors', 'json'): assert model.with_suffix(f'.{ext}').exists(), ext
     info = json.loads(model.with_suffix('.json').read_text())
     assert info['arch'] == 'resnet34' and info['vocab'] == ['real', 'ai'] and info['size'] == 32
