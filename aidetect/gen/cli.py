@@ -76,7 +76,7 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
         names = generator_names(generator or 'sd-variations')
         settings = check_settings(len(names), model, revision, GenSettings(steps, guidance, scheduler, strength, noise_level), names)
     job.sources()   # a missing or empty SRC, or a dataset given as SRC, is refused before anything is written or loaded
-    if int(os.environ.get('RANK', '0')) == 0: DatasetLock(Out).acquire().release()   # so is a dataset being written
+    if int(os.environ.get('RANK', '0')) == 0 and os.path.isdir(Out): DatasetLock(Out).acquire().release()   # so is a dataset being written
     dist = Distributor()
     say = lambda m: print(f'aidetect-gen{dist.tag}: {m}', file=sys.stderr)
     if backend == 'sd':
