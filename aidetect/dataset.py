@@ -14,7 +14,8 @@ Docs: https://aidetect.github.io/aidetect/dataset.html.md"""
 
 # %% ../nbs/03_dataset.ipynb #c1a97edf
 from __future__ import annotations
-import csv, io, os, random
+import csv, io, os, random, re, shutil
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 import pandas as pd
 from PIL import Image
@@ -22,13 +23,14 @@ from .core import AidetectError, writing, atomic_path, progress_bars, sha256_byt
 from .images import BadImage, encode_image, open_image
 
 # %% auto #0
-__all__ = ['MANIFEST', 'REJECTED', 'SPLITS_FILE', 'MANIFEST_COLUMNS', 'REJECTED_COLUMNS', 'LABELS', 'POSITIVE', 'PARTS',
-           'LOCK_FILE', 'SPLITS', 'real_path', 'ai_path', 'variant_path', 'read_splits', 'check_manifest',
-           'make_manifest', 'dataset_root', 'manifest_file', 'read_rows', 'read_manifest', 'write_manifest',
+__all__ = ['MANIFEST', 'REJECTED', 'SPLITS_FILE', 'MANIFEST_COLUMNS', 'REJECTED_COLUMNS', 'LABELS', 'POSITIVE',
+           'REQUIRED_COLUMNS', 'PARTS', 'LOCK_FILE', 'REMOVED', 'SPLITS', 'real_path', 'ai_path', 'variant_path',
+           'read_splits', 'column_problems', 'path_problem', 'row_problems', 'check_manifest', 'make_manifest',
+           'dataset_root', 'manifest_file', 'read_rows', 'manifest_lines', 'read_manifest', 'write_manifest',
            'read_rejected', 'manifest_hash', 'CsvAppender', 'file_facts', 'DatasetWriter', 'DatasetLock', 'read_all',
            'verified_rows', 'merge_parts', 'remove_temp_files', 'load_datasets', 'check_image_file', 'preflight',
-           'group_keys', 'split_groups', 'group_split_idxs', 'official_split_idxs', 'split_idxs', 'split_dataset',
-           'count_table']
+           'ManifestProblem', 'examine_manifest', 'verify_manifest', 'repair_manifest', 'group_keys', 'split_groups',
+           'group_split_idxs', 'official_split_idxs', 'split_idxs', 'split_dataset', 'count_table']
 
 # %% ../nbs/03_dataset.ipynb #3a5b09b6
 MANIFEST = 'manifest.csv'
@@ -66,6 +68,8 @@ def read_splits(folder) -> dict:
     with open(f, newline='', encoding='utf-8') as fh: return {r['path']: r['split'] for r in csv.DictReader(fh)}
 
 # %% ../nbs/03_dataset.ipynb #e65f89fd
+REQUIRED_COLUMNS = ('path', 'label', 'group')   # a reader needs these; the other columns are '' where absent
+
 def _num(v, typ):
     if v is None or v is pd.NA or (isinstance(v, float) and v != v) or (isinstance(v, str) and v.strip() == ''): return pd.NA
     try: return typ(float(v)) if typ is int and isinstance(v, str) and '.' in v else typ(v)
@@ -82,15 +86,48 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     for c in set(MANIFEST_COLUMNS) - set(_INT_COLS) - set(_FLOAT_COLS): df[c] = df[c].fillna('').astype(str)
     return df[list(MANIFEST_COLUMNS) + [c for c in df.columns if c not in MANIFEST_COLUMNS]]
 
-def check_manifest(df: pd.DataFrame, where='manifest') -> pd.DataFrame:
-    "Validate manifest rows (labels, paths, duplicates); returns `df` or raises `AidetectError`."
-    bad = ~df['label'].isin(LABELS)
-    if bad.any(): raise AidetectError(f"{where}: label must be one of {LABELS}, got {sorted(set(df.loc[bad, 'label']))[:5]}")
-    if (df['path'] == '').any() or df['path'].str.startswith('/').any() or df['path'].str.contains(r'(?:^|/)\.\.(?:/|$)').any():
-        raise AidetectError(f"{where}: every path must be relative to the dataset folder (no '/', '..' or empty paths)")
-    dup = df['path'].duplicated()
-    if dup.any(): raise AidetectError(f"{where}: {dup.sum()} duplicated path(s), e.g. {df.loc[dup, 'path'].iloc[0]!r}")
-    if (df['group'] == '').any(): raise AidetectError(f"{where}: every row needs a group (the source photo's id)")
+def column_problems(columns) -> list[str]:
+    "What is wrong with a manifest's header: a required column missing, or a manifest column that looks renamed."
+    import difflib
+    cols = [str(c) for c in columns]
+    unknown, out = [c for c in cols if c not in MANIFEST_COLUMNS], []
+    for c in MANIFEST_COLUMNS:
+        if c in cols: continue
+        near = [u for u in unknown if u.strip().lower() == c] or difflib.get_close_matches(c, unknown, 1, 0.8)
+        if near: out.append(f"column {near[0]!r} looks like {c!r} renamed: name it {c!r} again")
+        elif c in REQUIRED_COLUMNS: out.append(f"column {c!r} is missing (the header has: {', '.join(cols) or 'nothing'})")
+    return out
+
+def path_problem(p: str) -> str:
+    "Why `p` cannot be a manifest path ('' when it can): empty, absolute, or leaving the dataset folder."
+    if str(p).strip() == '': return 'the path is empty'
+    if p.startswith(('/', '\\')) or re.match(r'[A-Za-z]:[\\/]', p): return f"path {p!r} is absolute: paths are relative to the dataset folder"
+    if '..' in re.split(r'[\\/]', p): return f"path {p!r} leaves the dataset folder ('..')"
+    return ''
+
+def row_problems(df: pd.DataFrame, lines=None) -> list[tuple]:
+    "(line, kind, what is wrong) for each row of `df` a reader can't use: label, path, duplicate, group, number; `lines`: each row's line in the file (default: row i on line i + 2)."
+    lines = list(range(2, len(df) + 2)) if lines is None else list(lines)
+    out, seen = [], {}
+    for n, p, lab, g in zip(lines, df['path'].astype(str), df['label'].astype(str), df['group'].astype(str)):
+        if lab not in LABELS: out.append((n, 'label', f"label {lab!r} is neither 'real' nor 'ai'"))
+        if (why := path_problem(p)): out.append((n, 'path', why))
+        elif p in seen: out.append((n, 'duplicate', f"path {p!r} is listed again (first on line {seen[p]})"))
+        seen.setdefault(p, n)
+        if g.strip() == '': out.append((n, 'group', "the group is empty: every row needs its source photo's id"))
+    for c, typ in [(c, int) for c in _INT_COLS if c in df] + [(c, float) for c in _FLOAT_COLS if c in df]:
+        for n, v in zip(lines, df[c]):
+            try: _num(v, typ)
+            except AidetectError: out.append((n, 'number', f"{c} {v!r} is not a number"))
+    return sorted(out, key=lambda x: x[0])
+
+def check_manifest(df: pd.DataFrame, where='manifest', lines=None, hint: str = '') -> pd.DataFrame:
+    "`df`, or a one-line `AidetectError` naming the first bad column or row (`lines`: rows' lines in the file) and how many more."
+    probs = [(1, c) for c in column_problems(df.columns)]
+    if not probs: probs = [(n, msg) for n, _, msg in row_problems(df, lines)]
+    if probs:
+        (n, msg), more = probs[0], len(probs) - 1
+        raise AidetectError(f"{where}: line {n}: {msg}" + (f" ({more} more problem(s))" if more else '') + hint)
     return df
 
 def make_manifest(rows) -> pd.DataFrame:
@@ -108,8 +145,20 @@ def manifest_file(root) -> Path:
     return dataset_root(root)/MANIFEST
 
 def read_rows(f) -> pd.DataFrame:
-    "Rows of a manifest-style CSV file, every value a string ('' when empty)."
-    return pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[], encoding='utf-8')
+    "Rows of a manifest-style CSV file, every value a string ('' when empty); a file that is no CSV is one `AidetectError` line."
+    try: return pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[], encoding='utf-8')
+    except pd.errors.EmptyDataError: raise AidetectError(f'{f} is empty: it needs at least a header line') from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise AidetectError(f"{f} is not a readable UTF-8 CSV file: {' '.join(str(e).split())}") from None
+
+def manifest_lines(f) -> list[int]:
+    "The line of CSV file `f` on which each data row starts (a quoted value may span lines; blank lines are no rows)."
+    with open(f, newline='', encoding='utf-8') as fh:
+        r, starts, end = csv.reader(fh), [], 0
+        for rec in r:
+            if rec: starts.append(end + 1)
+            end = r.line_num
+    return starts[1:]
 
 def read_manifest(root) -> pd.DataFrame:
     "Read the manifest of dataset `root` (its folder or its manifest.csv); `df.attrs['root']` is the folder."
@@ -118,7 +167,10 @@ def read_manifest(root) -> pd.DataFrame:
         hint = 'the folder does not exist' if not f.parent.exists() else 'it has no manifest.csv'
         raise AidetectError(f"{f.parent} is not an aidetect dataset: {hint}. Make one with "
                             f"`aidetect-gen variations SRC --out {f.parent}` or `aidetect-gen import ...`.")
-    df = check_manifest(_typed(read_rows(f)), where=str(f))
+    raw, hint = read_rows(f), f"; `aidetect-gen verify {f.parent}` lists every problem"
+    try: check_manifest(raw, str(f), hint=hint)   # cheap; on a problem, again with the file's real line numbers
+    except AidetectError: check_manifest(raw, str(f), manifest_lines(f), hint)
+    df = _typed(raw)
     df.attrs['root'] = str(f.parent.resolve())
     return df
 
@@ -347,6 +399,105 @@ def preflight(df: pd.DataFrame, workers: int | None = None, progress: bool = Fal
     bad = pd.Series(reasons, index=df.index) != ''
     return df[~bad], df[bad].assign(reason=[r for r in reasons if r])
 
+# %% ../nbs/03_dataset.ipynb #7e51a002
+REMOVED = 'removed.csv'   # rows `repair_manifest` took out of the manifest, with why (columns of rejected.csv)
+_FACTS = ('sha256', 'width', 'height', 'format')
+
+@dataclass
+class ManifestProblem:
+    "A problem of a dataset's manifest: its `line` in manifest.csv (1: the header), what is wrong, and what `repair_manifest` does about it ('': a person must)."
+    line: int
+    what: str
+    repair: str = ''
+    def __str__(self): return f"line {self.line}: {self.what}" + (f" [--repair: {self.repair}]" if self.repair else '')
+
+def _inside(root: Path, p: str) -> str:
+    "`p` as a clean posix path relative to `root` when the file it names lies inside `root`, else ''."
+    q = Path(p.replace('\\', '/'))
+    q = Path(os.path.normpath(q if q.is_absolute() else root/q))
+    try: rel = q.relative_to(root).as_posix()
+    except ValueError: return ''
+    return '' if rel == '.' else rel
+
+def _file_problem(root: Path, r: dict, facts_cols: set) -> tuple:
+    "(reason: '', 'missing-file', 'not-an-image' or 'changed'; what is wrong with row `r`'s file; the file's facts, None if gone or no image)."
+    f = root/r['path']
+    if not f.is_file(): return 'missing-file', f"{r['path']} is not in the dataset folder", None
+    try: facts = {k: str(v) for k, v in file_facts(f).items()}
+    except Exception as e: return 'not-an-image', f"{r['path']} is not an image ({type(e).__name__})", None
+    short = lambda v: v[:12] + '…' if len(v) > 16 else v
+    diff = [f"{k} {short(facts[k])} on disk, {short(str(r[k]).strip()) or 'nothing'} recorded" for k in _FACTS
+            if k in facts_cols and str(r[k]).strip() != facts[k]]
+    return ('changed', f"{r['path']}: " + '; '.join(diff), facts) if diff else ('', '', facts)
+
+def examine_manifest(root) -> tuple[list, pd.DataFrame | None, list]:
+    "(every `ManifestProblem` of dataset `root`, its rows as `repair_manifest` would write them (None: fix the header first), [(path, reason, detail)] of the rows it would remove)."
+    f = manifest_file(root); root = f.parent.resolve()
+    raw, lines = read_rows(f), manifest_lines(f)
+    probs = [ManifestProblem(1, c) for c in column_problems(raw.columns)]
+    if any(c not in raw for c in REQUIRED_COLUMNS): return probs, None, []
+    facts_cols = {c for c in _FACTS if c in raw}
+    probs += [ManifestProblem(1, f"column {c!r} is missing", 'record it from the files') for c in _FACTS if c not in raw]
+    rows, drop, matched, at = raw.to_dict('records'), {}, {}, {n: i for i, n in enumerate(lines)}
+    for n, kind, msg in row_problems(raw, lines):
+        if kind == 'duplicate': continue   # decided below, once the files are known
+        i, fix = at[n], ''
+        r = rows[i]
+        if kind == 'label' and (lab := r['label'].strip().lower()) in LABELS: r['label'], fix = lab, f'write {lab!r}'
+        elif kind == 'path' and (q := _inside(root, r['path'])): r['path'], fix = q, f'write {q!r}'
+        elif kind == 'path': drop[i], fix = ('outside-dataset', msg), f'move the row to {REMOVED}'
+        probs.append(ManifestProblem(n, msg, fix))
+    for i, r in enumerate(rows):
+        if i in drop or path_problem(r['path']): continue
+        reason, what, facts = _file_problem(root, r, facts_cols)
+        if facts is None: drop[i] = (reason, what)
+        else: matched[i] = 'sha256' in facts_cols and str(r['sha256']).strip() == facts['sha256']; r.update(facts)
+        if what: probs.append(ManifestProblem(lines[i], what, f'move the row to {REMOVED}' if facts is None else 'record what is on disk'))
+    probs += _duplicates(rows, lines, drop, matched)
+    gone = {lines[i] for i, (why, _) in drop.items() if why == 'duplicate'}   # its file's facts no longer matter
+    probs = [p for p in probs if not (p.line in gone and p.repair == 'record what is on disk')]
+    cols = list(raw.columns) + [c for c in _FACTS if c not in raw]
+    fixed = pd.DataFrame([r for i, r in enumerate(rows) if i not in drop], columns=cols)
+    removed = [(rows[i]['path'], why, f'line {lines[i]} of {MANIFEST}: {detail}') for i, (why, detail) in sorted(drop.items())]
+    return sorted(probs, key=lambda p: p.line), fixed, removed
+
+def _duplicates(rows: list, lines: list, drop: dict, matched: dict) -> list:
+    "Problems of a path listed again, marking rows to drop: a repeated row goes; of differing rows, the one whose sha256 matched the file stays."
+    by_path, probs = {}, []
+    for i, r in enumerate(rows):
+        if i not in drop and not path_problem(r['path']): by_path.setdefault(r['path'], []).append(i)
+    for p, idx in by_path.items():
+        if len(idx) < 2: continue
+        good = [i for i in idx if matched.get(i)]
+        keep = idx[0] if all(rows[i] == rows[idx[0]] for i in idx) else good[0] if len(good) == 1 else None
+        msg = f"path {p!r} is listed on lines {', '.join(str(lines[i]) for i in idx)}"
+        for i in idx[1:] if keep is None else [i for i in idx if i != keep]:
+            if keep is not None: drop[i] = ('duplicate', msg)
+            probs.append(ManifestProblem(lines[i], msg, '' if keep is None else f'keep line {lines[keep]}, move this one to {REMOVED}'))
+    return probs
+
+def verify_manifest(root) -> list[ManifestProblem]:
+    "Every problem of dataset `root`'s manifest, in line order: header, labels, paths, duplicates, groups, numbers, and each file (missing, no image, not what its row records)."
+    return examine_manifest(root)[0]
+
+def repair_manifest(root) -> tuple[list, list]:
+    "Repair dataset `root`'s manifest from its files, atomically, under its lock, keeping the old one as manifest.csv.bak: (problems repaired, problems left to a person)."
+    root = dataset_root(root)
+    with DatasetLock(root):
+        probs, fixed, removed = examine_manifest(root)
+        done, left = [p for p in probs if p.repair], [p for p in probs if not p.repair]
+        if fixed is None or not done: return [], probs
+        f = manifest_file(root)
+        write_bytes_atomic(f.with_name(MANIFEST + '.bak'), f.read_bytes())
+        if removed:
+            with CsvAppender(root/REMOVED, REJECTED_COLUMNS, key=REJECTED_COLUMNS) as w:
+                for path, why, detail in removed: w.append(dict(path=path, reason=why, detail=detail))
+        with atomic_path(f) as tmp: fixed.to_csv(tmp, index=False, encoding='utf-8', lineterminator='\n')
+        from aidetect.hf import HF_METADATA, write_hf_files   # the 🤗 files, in step with the manifest, if the dataset has them
+        if not left and any((root/m).exists() for m in HF_METADATA):
+            write_hf_files(root, make_manifest(fixed), manifest_hash(root), LABELS, rejected=len(read_rejected(root)))
+    return done, left
+
 # %% ../nbs/03_dataset.ipynb #3c2d0fd9
 def group_keys(df: pd.DataFrame) -> pd.Series:
     "The 'domain:group' key of each manifest row: what identifies a source photo across datasets."
@@ -389,21 +540,23 @@ def split_idxs(df: pd.DataFrame, split: str = 'random', valid_pct: float = 0.2, 
 # %% ../nbs/03_dataset.ipynb #f2745040
 def split_dataset(source, out, by: str = 'category', with_real: bool = False, as_domain: bool = False) -> dict:
     "One dataset per value of column `by` of dataset `source`, in `out`/<value>: {value: folder}; `with_real`: values of the AI rows, each with its groups' real images."
-    import re
+    import contextlib
     df = read_manifest(source)
-    root, out, made = Path(df.attrs['root']), Path(out), {}
+    root, out = Path(df.attrs['root']), Path(out)
     if by not in df: raise AidetectError(f'{source} has no column {by!r}')
     keyed = df[df['label'] == POSITIVE] if with_real else df
     if with_real and keyed.empty: raise AidetectError(f'{root} holds no AI images')
     values = list(dict.fromkeys(keyed[by].astype(str)))   # with_real: in the order the run made them
-    for value in values if with_real else sorted(values):
-        part = keyed[keyed[by].astype(str) == value]
-        if with_real: part = pd.concat([df[(df['label'] != POSITIVE) & df['group'].isin(set(part['group']))], part])
-        dest = made[value] = out/(re.sub(r'[^\w.+-]+', '_', value) or 'empty')
-        with DatasetLock(dest), DatasetWriter(dest) as w:
-            for r in part.to_dict('records'):
-                if not w.has(r['path']): w.write_file(r['path'], (root/r['path']).read_bytes(), {**r, **({'domain': value} if as_domain else {})})
-        merge_parts(dest)
+    made = {v: out/(re.sub(r'[^\w.+-]+', '_', v) or 'empty') for v in (values if with_real else sorted(values))}
+    with contextlib.ExitStack() as locks:
+        for dest in made.values(): locks.enter_context(DatasetLock(dest))   # all first: a second run writes nothing
+        for value, dest in made.items():
+            part = keyed[keyed[by].astype(str) == value]
+            if with_real: part = pd.concat([df[(df['label'] != POSITIVE) & df['group'].isin(set(part['group']))], part])
+            with DatasetWriter(dest) as w:
+                for r in part.to_dict('records'):
+                    if not w.has(r['path']): w.write_file(r['path'], (root/r['path']).read_bytes(), {**r, **({'domain': value} if as_domain else {})})
+            merge_parts(dest)
     return made
 
 # %% ../nbs/03_dataset.ipynb #1f02295c

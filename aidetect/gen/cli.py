@@ -3,12 +3,13 @@
 `aidetect-gen` (`main`; `accelerate launch -m data_gen ...` runs the same) is the table `COMMANDS`, run by
 `aidetect.script.run_cli`: `fetch` (a registered dataset, `aidetect.gen.fetch`), `variations` (AI counterparts of a
 folder of photos, `cli_variations` here), `import` (variations made elsewhere, `aidetect.gen.importer`),
-`generators` (the zoo's list) and `per-generator` (one dataset per generator), both from `aidetect.gen.zoo`.
+`generators` (the zoo's list) and `per-generator` (one dataset per generator), both from `aidetect.gen.zoo`, and
+`verify` (`cli_verify`: every problem of a manifest, `--repair` to fix what the files can answer).
 
 `cli_variations` turns its flags into a `VariationJob` and backends: with `--backend sd` the zoo's generators
 (`--generator a,b,...`, default `sd-variations`; `--model tiny` for random weights, offline), with
-`--backend openai` OpenAI's images API. It checks the settings, the photo folder and the dataset's lock before a
-model is loaded, then calls `aidetect.gen.run.run_variations`; under `accelerate launch` every process runs its
+`--backend openai` OpenAI's images API. It checks the settings, the photo folder (a dataset given as photos is
+refused), the free disk space and the dataset's lock before anything is written or a model is loaded, then calls `aidetect.gen.run.run_variations`; under `accelerate launch` every process runs its
 share of the photos on the device accelerate gave it. `EPILOG` holds the worked examples that `aidetect-gen --help`
 prints.
 
@@ -26,7 +27,7 @@ from .backends import OPENAI_MODEL
 from .sizing import DEFAULT_POLICY, SIZE_POLICIES
 
 # %% auto #0
-__all__ = ['COMMANDS', 'EPILOG', 'cli_variations', 'main']
+__all__ = ['COMMANDS', 'EPILOG', 'cli_variations', 'cli_verify', 'main']
 
 # %% ../../nbs/17_gen_cli.ipynb #b1e650dc
 def cli_variations(src: str,   # folder of real images (category sub-folders become the category column)
@@ -59,12 +60,12 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                    size_policy: Annotated[str, dict(choices=list(SIZE_POLICIES))] = DEFAULT_POLICY,   # crop: real and AI images of a group one size, never resampled (a JPEG photo cropped losslessly), the AI image encoded like its photo; matched: the real photo downscaled to the generated size; source: AI resized to its source's size; native: each its own size
                    domain: str = None,   # domain column (default: SRC's folder name)
                    max_retries: int = 3,   # retries of an image the safety system flagged (sd: a blacked-out image, retried with a new seed; openai: a moderation refusal, asked again)
+                   space_check: bool = True,   # refuse to start when the images still to make clearly won't fit in OUT's free disk space (--no-space-check: start anyway)
                    Quiet: bool = False):   # no progress bar
     "Make AI counterparts of every image under SRC, by one or several generators, into the aidetect dataset OUT (resumable: rerun after a crash)."
     from aidetect.gen.backends import GenSettings, OpenAIBackend, retired_on
     from aidetect.process import Distributor
     from aidetect.gen.run import VariationJob, run_variations
-    from aidetect.gen.plan import scan_sources
     from aidetect.gen.zoo.load import check_settings, generator_names, lazy_generators
     from aidetect.dataset import DatasetLock, read_manifest, read_rejected
     job = VariationJob(src=src, out=Out, n_per_image=n_per_image, size=size, batch_size=batch_size, seed=seed,
@@ -74,8 +75,8 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
         if prompt is not None: raise AidetectError('--prompt is for --backend openai: the open generators of --generator take no prompt')
         names = generator_names(generator or 'sd-variations')
         settings = check_settings(len(names), model, revision, GenSettings(steps, guidance, scheduler, strength, noise_level), names)
-    scan_sources(src)   # a missing SRC is reported before a model is loaded
-    if int(os.environ.get('RANK', '0')) == 0: DatasetLock(Out).acquire().release()   # so is a dataset being written
+    job.sources()   # a missing or empty SRC, or a dataset given as SRC, is refused before anything is written or loaded
+    if int(os.environ.get('RANK', '0')) == 0 and os.path.isdir(Out): DatasetLock(Out).acquire().release()   # so is a dataset being written
     dist = Distributor()
     say = lambda m: print(f'aidetect-gen{dist.tag}: {m}', file=sys.stderr)
     if backend == 'sd':
@@ -92,7 +93,7 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                 f"--openai-model {OPENAI_MODEL} is current")
     elif dist.is_main and model == 'tiny':
         say('the tiny models have random weights: their images are noise, useful only to check the machinery')
-    s = run_variations(job, b, progress=False if Quiet else None, log=lambda m: print(m, file=sys.stderr))
+    s = run_variations(job, b, progress=False if Quiet else None, log=lambda m: print(m, file=sys.stderr), space_check=space_check)
     print(f'aidetect-gen{dist.tag}: {s}', file=sys.stderr)
     if dist.is_main and not s.interrupted:
         m = read_manifest(Out)
@@ -104,6 +105,28 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
                             f'{os.path.join(Out, "rejected.csv")}')
     return 0
 
+# %% ../../nbs/17_gen_cli.ipynb #7e51b002
+def cli_verify(dataset: str,   # dataset folder (or its manifest.csv)
+               repair: bool = False):   # fix what the files can answer (the old manifest is kept as manifest.csv.bak; removed rows go to removed.csv)
+    "List every problem of DATASET's manifest, one a line: columns, labels, paths, duplicates, groups, numbers, and files missing or changed (exit 1 if any)."
+    from aidetect.dataset import REMOVED, manifest_file, read_manifest, repair_manifest, verify_manifest
+    f = manifest_file(dataset)
+    if not f.exists(): read_manifest(dataset)   # the one-line error of a folder that is no dataset
+    line = lambda p, how: print(f'{f}:{p.line}: {p.what}' + (f' [{how}{p.repair}]' if p.repair else ''))
+    if repair:
+        done, left = repair_manifest(dataset)
+        for p in done: line(p, 'repaired: ')
+    else: done, left = [], verify_manifest(dataset)
+    for p in left: line(p, '--repair: ')
+    say = lambda m: print(f'aidetect-gen: {m}', file=sys.stderr)
+    todo = [p for p in left if not p.repair]
+    if repair and done: say(f"repaired {len(done)} problem(s) in {f} (the old manifest is {f.name}.bak"
+                            + (f"; removed rows are in {REMOVED})" if any('removed.csv' in p.repair for p in done) else ')'))
+    if left: say(f"{len(left)} problem(s) in {f}" + (f", {len(left) - len(todo)} of them repairable with --repair" if len(todo) < len(left) else '')
+                 + (f"; {len(todo)} need a person: edit the lines named" if todo else ''))
+    elif not done: say(f'{f}: no problems (every row and file checked)')
+    return 1 if left else 0
+
 # %% ../../nbs/17_gen_cli.ipynb #efb9332c
 COMMANDS = [
     Command('fetch', 'aidetect.gen.fetch:cli_fetch', 'get a registered real-image dataset (Kaggle API, or a downloaded zip)'),
@@ -111,6 +134,7 @@ COMMANDS = [
     Command('import', 'aidetect.gen.importer:cli_import', 'make a dataset from variations made elsewhere (e.g. DALL·E 2 downloads)'),
     Command('generators', 'aidetect.gen.zoo.load:cli_generators', 'list the generators variations --generator can use'),
     Command('per-generator', 'aidetect.gen.zoo.load:cli_per_generator', 'split a multi-generator dataset into one dataset per generator'),
+    Command('verify', 'aidetect.gen.cli:cli_verify', "list every problem of a dataset's manifest and files (--repair: fix what the files can answer)"),
     Command('card', 'aidetect.hub:cli_card', "write (or rewrite) a dataset's 🤗 files: metadata.parquet and the README.md card"),
     Command('push', 'aidetect.hub:cli_push_dataset', 'upload a dataset folder, with its 🤗 metadata and card, to the Hugging Face Hub'),
 ]
@@ -123,6 +147,7 @@ EPILOG = """examples:
   aidetect-gen generators                                               # the zoo: checkpoints, licences, conditioning
   aidetect-gen variations photos/weather --out data/weather-zoo --generator sd-variations,kandinsky22,sd15-img2img,vae-roundtrip
   aidetect-gen per-generator data/weather-zoo --out data/weather-by-generator   # one dataset per generator
+  aidetect-gen verify data/weather-sd --repair                          # a manifest edited by hand: list, then repair
   accelerate launch -m data_gen variations photos/weather --out data/weather-sd # one process per GPU
   OPENAI_API_KEY=... aidetect-gen variations photos/weather --out data/weather-gpt --backend openai   # gpt-image-2.6-sunburst
   aidetect-gen import dalle-downloads/ --real photos/weather --out data/weather-dalle2 --generator dall-e-2   # DALL·E 2 (left the API)

@@ -22,7 +22,7 @@ Docs: https://aidetect.github.io/aidetect/gen_run.html.md"""
 
 # %% ../../nbs/14_gen_run.ipynb #c7fc4ef1
 from __future__ import annotations
-import gc, io, json, queue, sys, threading, time
+import gc, io, json, queue, shutil, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict, replace
 from typing import Callable
@@ -33,13 +33,13 @@ from ..images import BadImage, open_image, source_style, EXTENSIONS
 from ..dataset import (MANIFEST, REJECTED, DatasetLock, DatasetWriter, merge_parts, read_all, read_splits, real_path, remove_temp_files,
                               verified_rows)
 from ..process import Distributor
-from .plan import RunPlan, Source, pending, plan_run, scan_sources, select_sources, variant_seed
+from .plan import RunPlan, Source, peek_size, pending, plan_items, plan_run, scan_sources, select_sources, variant_seed
 from .sizing import DEFAULT_POLICY, SIZE_POLICIES, Sizing, generation_side
 
 # %% auto #0
-__all__ = ['FORMATS', 'BLACKOUT', 'GIVEN_UP', 'VariationJob', 'RunSummary', 'tidy_dataset', 'finished', 'SourceRead',
-           'read_source', 'ReadAhead', 'generate_batch', 'BackgroundWriter', 'LazyBackend', 'VariationRun',
-           'run_variations']
+__all__ = ['FORMATS', 'BLACKOUT', 'GIVEN_UP', 'VariationJob', 'check_photo_folder', 'RunSummary', 'tidy_dataset', 'finished',
+           'SourceRead', 'read_source', 'ReadAhead', 'generate_batch', 'BackgroundWriter', 'LazyBackend',
+           'VariationRun', 'space_needed', 'check_free_space', 'run_variations']
 
 # %% ../../nbs/14_gen_run.ipynb #d36dc393
 FORMATS = {'source': None, 'jpeg': 'JPEG', 'png': 'PNG', 'webp': 'WEBP'}
@@ -70,13 +70,26 @@ class VariationJob:
         check_range('max_retries', self.max_retries, 0)
 
     def sources(self) -> list[Source]:
-        "The sources this job uses; checks that SRC and DST make sense."
+        "The sources this job uses; checks that SRC and DST make sense (it only reads: a refusal leaves nothing behind)."
         src, out = Path(self.src), Path(self.out)
-        sources = select_sources(scan_sources(src), self.limit, self.per_category)
+        found = scan_sources(src)
+        check_photo_folder(src, out, found)
+        sources = select_sources(found, self.limit, self.per_category)
         if not sources: raise AidetectError(f"no files found in {src} (hidden files are ignored)")
-        if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
-            raise AidetectError(f"--out {out} must not be inside the source folder {src}")
         return sources
+
+def check_photo_folder(src, out, sources=()):
+    "Refuse, in one line, a photo folder that is (or lies in, or holds) an aidetect dataset, lies in `out` or holds it: its images would be labelled real."
+    s, o, why = Path(src).resolve(), Path(out).resolve(), 'its images would all be labelled real'
+    if o == s or s in o.parents: raise AidetectError(f"--out {out} must not be inside the source folder {src}")
+    if o in s.parents: raise AidetectError(f"the photo folder {src} lies inside --out {out}: {why}; give a folder of real photos outside it")
+    ds = next((d for d in (s, *s.parents) if (d/MANIFEST).is_file()), None)
+    if ds is not None:
+        where = 'is an aidetect dataset' if ds == s else f'lies inside the aidetect dataset {ds}'
+        raise AidetectError(f"{src} {where} (it has {MANIFEST}), not a folder of photos: {why}; give the folder of real photos")
+    inner = next((x for x in sources if PurePosixPath(x.rel).name == MANIFEST), None)
+    if inner: raise AidetectError(f"{src} holds the aidetect dataset {s/PurePosixPath(inner.rel).parent} ({inner.rel}): {why}; "
+                                  "give a folder of real photos only")
 
 # %% ../../nbs/14_gen_run.ipynb #ff60f275
 @dataclass
@@ -331,6 +344,34 @@ class VariationRun:
             self.reader.close(); bar.close(); self.writer.close()
         return self.summary
 
+# %% ../../nbs/14_gen_run.ipynb #5ace0002
+def space_needed(job: VariationJob, sources: list, generators: list, side: int, sample: int = 64) -> tuple[int, int]:
+    "(images still to make, about how many bytes they take): each about its photo's file size, scaled by pixels where its policy stores it at the generated `side`."
+    done, unusable = finished(job.out) if (Path(job.out)/MANIFEST).exists() else (set(), set())
+    sources = [s for s in sources if s.rel not in unusable]   # inputs a run found unusable make nothing
+    real = {s.rel: int(real_path(s.rel) not in done) for s in sources}
+    ai = dict.fromkeys(real, 0)
+    for g in generators:
+        for it in plan_items(sources, g, job.n_per_image): ai[it.source.rel] += it.key not in done
+    busy = [s for s in sources if real[s.rel] or ai[s.rel]]
+    shrink = 1.0
+    if busy and job.size_policy != 'source':   # how much smaller than its photo a generated-size image is, from a few headers
+        wh = [x for s in busy[:sample] if (x := peek_size(s.path))]
+        if wh: shrink = sum(min(1.0, (side / max(x)) ** 2) for x in wh) / len(wh)
+    real_shrink = shrink if job.size_policy in ('crop', 'matched') else 1.0   # 'source', 'native': the photo as it is
+    nbytes = sum(s.path.stat().st_size * (real[s.rel] * real_shrink + ai[s.rel] * shrink) for s in busy if s.path.is_file())
+    return sum(real.values()) + sum(ai.values()), int(nbytes)
+
+def check_free_space(out, n: int, need: int):
+    "Refuse, in one line, a run whose `n` images (about `need` bytes) clearly won't fit in the free space of `out`'s file system."
+    d = Path(out).absolute()
+    while not d.exists(): d = d.parent
+    free = shutil.disk_usage(d).free
+    if need > free:
+        mb = lambda b: f'{b / 2**20:,.1f} MB'
+        raise AidetectError(f"{out} needs about {mb(need)} for the {n} images still to make, but {d} has {mb(free)} free: "
+                            "make room or choose another --out (--no-space-check starts anyway)")
+
 # %% ../../nbs/14_gen_run.ipynb #1896011c
 def _append_log(out: Path, job, meta, summary, world, n_rows):
     "One JSON line per finished run in DST/runs.jsonl: the command's settings and what it did."
@@ -345,7 +386,7 @@ def _total(summaries: list, sources: int) -> RunSummary:
     return RunSummary(sources, *(add(k) for k in ('done', 'skipped', 'real', 'rejected', 'retried', 'blacked_out')),
                       interrupted=any(s.interrupted for s in summaries))
 
-def run_variations(job: VariationJob, backend, progress: bool | None = None, log=print) -> RunSummary:
+def run_variations(job: VariationJob, backend, progress: bool | None = None, log=print, space_check: bool = True) -> RunSummary:
     "Make `job.n_per_image` variations of every usable image in `job.src` into the dataset `job.out`, by `backend` or by each of a list of backends in turn."
     t0 = time.time()
     backends = list(backend) if isinstance(backend, (list, tuple)) else [backend]
@@ -357,7 +398,9 @@ def run_variations(job: VariationJob, backend, progress: bool | None = None, log
     sources, dist, out = job.sources(), Distributor(), Path(job.out)
     lock, err = None, None
     if dist.is_main:   # the main process holds the dataset's lock for the whole run, on behalf of every process
-        try: lock = DatasetLock(out).acquire()
+        try:
+            if space_check: check_free_space(out, *space_needed(job, sources, names, size))   # before anything is written
+            lock = DatasetLock(out).acquire()
         except AidetectError as e: err = str(e)
     if (err := dist.share(err)): raise AidetectError(err)
     try:
