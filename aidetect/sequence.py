@@ -15,7 +15,7 @@ Docs: https://aidetect.github.io/aidetect/sequence.html.md"""
 
 # %% ../nbs/27_sequence.ipynb #5c0f6839
 from __future__ import annotations
-import inspect, json, os, random, re, shutil, tempfile, time, warnings
+import contextlib, inspect, json, os, random, re, shutil, tempfile, time, warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -137,6 +137,25 @@ def train_incremental(datasets,                     # dataset folders, in traini
     settings = {k: _jsonable(v) for k, v in sorted(given.items()) if k not in (*_RUN_ONLY, 'valid_pct', 'seed', 'init')}
     seq = dict(format='aidetect-sequence/1', **plan, replay=replay, settings=settings, steps=[])
     dist = this_process()
+    with _writing_sequence(out, dist): return _train_steps(plan, seq, out, replay, valid_pct, seed, verbose, dist, **kwargs)
+
+@contextlib.contextmanager
+def _writing_sequence(out: Path, dist):
+    "The sequence folder's lock, held by the first process for all; the temporary folders of a step killed while being written, removed."
+    lock, err = None, None
+    if dist.is_main:
+        try: lock = DatasetLock(out).acquire()
+        except AidetectError as e: err = str(e)
+    if (err := dist.share(err)): raise AidetectError(err)
+    try:
+        if dist.is_main:
+            for t in out.glob('.step-*'): shutil.rmtree(t, ignore_errors=True)
+        yield
+    finally:
+        if lock is not None: lock.release()
+
+def _train_steps(plan: dict, seq: dict, out: Path, replay, valid_pct, seed, verbose, dist, **kwargs) -> dict:
+    "Train the steps of `plan` not finished in `out` yet (see `train_incremental`)."
     if (out/SEQUENCE).exists():
         old = json.loads((out/SEQUENCE).read_text())
         _check_same(old, seq, out)

@@ -119,3 +119,37 @@ def test_an_incremental_sequence_resumes_inside_a_step(tmp_path, monkeypatch):
     cut = train_incremental(sets, tmp_path/'cut', **kw)
     for a, b in zip(whole['steps'], cut['steps']): assert a['safetensors_sha256'] == b['safetensors_sha256'], a['model']
     assert not list((tmp_path/'cut').glob('.*.ckpt'))
+
+
+def _sha_of_steps(out: Path) -> list:
+    return [(s['model'], s['safetensors_sha256']) for s in json.loads((out/'sequence.json').read_text())['steps']]
+
+
+def test_sigkill_during_a_sequence_then_rerun_equals_a_run_never_killed(tmp_path):
+    "Killed with SIGKILL inside step 1 and inside step 2 (at random moments after their first checkpoints), rerun: the same models."
+    import random
+    d = example_datasets()
+    args = ['train', '--incremental', d['scenes-train'], d['textures'], *TINY, '--epochs', '4', '--lr', '1e-3']
+    run_cli('aidetect', *args, '--out', tmp_path/'whole', check=0)
+    out, rng, killed = tmp_path/'cut', random.Random(0), 0
+    for step in (1, 2):
+        p = subprocess.Popen([str(BIN/'aidetect'), *map(str, args), '--out', str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        t0 = time.time()
+        while not list(out.glob(f'.step{step}-*.ckpt/state.pt')) and p.poll() is None and time.time() - t0 < 300: time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.5))   # anywhere in the epochs that follow, a write included
+        p.kill(); p.wait()
+        killed += p.returncode == -signal.SIGKILL
+    assert killed, 'no run was killed'
+    done = run_cli('aidetect', *args, '--out', out, check=0)
+    assert _sha_of_steps(out) == _sha_of_steps(tmp_path/'whole'), done.stdout
+    assert not list(out.glob('.step*')) and sorted(f.name for f in out.glob('step*')) == sorted(f.name for f in (tmp_path/'whole').glob('step*'))
+
+
+def test_a_second_run_on_a_sequence_being_written_is_refused(tmp_path):
+    from aidetect.dataset import DatasetLock
+    d = example_datasets()
+    lock = DatasetLock(tmp_path/'seq').acquire()
+    try:
+        p = run_cli('aidetect', 'train', '--incremental', d['scenes-train'], d['textures'], *TINY, '--out', tmp_path/'seq')
+    finally: lock.release()
+    assert p.returncode == 2 and 'is being written by' in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -2,6 +2,7 @@
 weights, resume and evaluation, and bad input on the command line."""
 import json, random, shutil
 import numpy as np, pandas as pd, pytest, torch
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from PIL import Image
 
 import aidetect.sequence as sequence
@@ -151,8 +152,15 @@ def test_sequence_eval_table_and_figure(three_steps, domains, tmp_path, capsys):
     table = pd.read_csv(tmp_path / 'r' / 'sequence_eval.csv')
     assert len(table) == 9 and table.groupby('step')['in_distribution'].sum().tolist() == [1, 2, 3]
     assert Image.open(tmp_path / 'r' / 'sequence.png').size[0] > 400
-    again = sequence.evaluate_sequence(out, tests).table   # the table is what the detectors score, recomputed
-    assert np.allclose(table['accuracy'], again['accuracy'], equal_nan=True)
+    preds = pd.read_csv(tmp_path / 'r' / 'predictions.csv')   # every cell of the table is sklearn's, from predictions.csv
+    assert len(preds) == sum(len(load_datasets(d)) for d in tests.values()) * 3
+    for (model, name), d in preds.groupby(['model', 'dataset']):
+        row = table[(table.model == model) & (table.dataset == name)].iloc[0]
+        y, p = (d.label == 'ai').to_numpy(), d.prob_ai.to_numpy()
+        assert row.n == len(d)
+        np.testing.assert_allclose(row.accuracy, accuracy_score(y, p >= 0.5))
+        np.testing.assert_allclose(row.f1, f1_score(y, p >= 0.5, zero_division=np.nan), equal_nan=True)
+        np.testing.assert_allclose(row.roc_auc, roc_auc_score(y, p) if 0 < y.sum() < len(y) else np.nan, equal_nan=True)
     fig = sequence.sequence_heatmaps(table)
     for ax, metric in zip(fig.axes, sequence.SEQUENCE_METRICS):
         grid = sequence.sequence_grid(table, metric).to_numpy(dtype=float)
