@@ -48,8 +48,8 @@ def plot_reliability(preds: pd.DataFrame, by: str = 'dataset', n_bins: int = 15,
     "Reliability diagrams of predictions `preds`, a panel per value of `by`: share of AI images against mean P(AI) per bin, and the images in each bin below."
     keys = list(dict.fromkeys(preds[by])) or ['(no predictions)']
     cols = min(cols, len(keys)); rows = -(-len(keys) // cols)
-    fig = plt.figure(figsize=(3.3 * cols, 4.1 * rows))
-    gs = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows, hspace=0.12)
+    fig = plt.figure(figsize=(3.3 * cols, 4.1 * rows), layout='constrained')
+    gs = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows)
     for k, key in enumerate(keys):
         top = fig.add_subplot(gs[2 * (k // cols), k % cols]); low = fig.add_subplot(gs[2 * (k // cols) + 1, k % cols], sharex=top)
         d = preds[preds[by] == key]
@@ -63,10 +63,9 @@ def plot_reliability(preds: pd.DataFrame, by: str = 'dataset', n_bins: int = 15,
         low.bar(b['lo'], b['n_real'], width=1 / n_bins, align='edge', color=CLASS_COLORS['real'], label='real')
         low.bar(b['lo'], b['n_ai'], bottom=b['n_real'], width=1 / n_bins, align='edge', color=CLASS_COLORS['ai'], label='AI')
         for r in seen.itertuples(): low.annotate(f'{r.n}', ((r.lo + r.hi) / 2, r.n), ha='center', va='bottom', fontsize=6)
-        low.set(xlabel='mean P(AI) in bin', ylabel='images', ylim=(0, max(1, b['n'].max()) * 1.3))
-        low.legend(loc='upper center', ncol=2, fontsize=7)
-    fig.suptitle(f'Reliability ({n_bins} equal-width bins of P(AI)); below: images per bin', x=0.02, ha='left')
-    fig.tight_layout()
+        low.set(xlabel='mean P(AI) in bin', ylabel='images', ylim=(0, max(1, b['n'].max()) * 1.25))
+    fig.suptitle(f'Reliability ({n_bins} equal-width bins of P(AI)); below: real and AI images per bin', x=0.02, ha='left')
+    fig.legend(handles=low.patches[:1] + low.patches[n_bins:n_bins + 1], labels=['real', 'AI'], loc='outside lower center', ncol=2)
     return fig
 
 # %% ../nbs/22_evaluate.ipynb #5f4886a3

@@ -375,14 +375,14 @@ def plot_robustness(table: pd.DataFrame, metric: str = 'accuracy', datasets=None
     if not runs: raise AidetectError(f'no perturbation has a {metric} value to plot')
     fig, axs = small_multiples(len(runs), cols, panel=(2.9, 2.5), sharey=True)
     for ax, (n, s) in zip(axs, runs): _robustness_panel(ax, table, metric, n, s, datasets)
-    for ax in axs[::min(cols, len(axs))]: ax.set_ylabel(metric)
+    for ax in axs[::min(cols, len(axs))]: ax.set(ylabel=metric, ylim=(-0.03, 1.03))   # every metric here is a share in [0, 1]
     from matplotlib.lines import Line2D
     handles = [Line2D([], [], color=c, marker='o', label=d) for d, c in zip(datasets, PALETTE)]
-    handles.append(Line2D([], [], color='grey', ls='--', label='clean'))
-    fig.legend(handles=handles, loc='upper right', ncol=len(handles))
+    if table.loc[table['perturbation'] == 'clean', metric].notna().any(): handles.append(Line2D([], [], color='grey', ls='--', label='clean'))
     ci = ' (band: 95 % bootstrap interval)' if metric in CI_METRICS and f'{metric}_lo' in table else ''
     fig.suptitle(f'{metric} under each perturbation{ci}', x=0.01, ha='left')
-    fig.tight_layout(rect=(0, 0, 1, 0.93 if len(axs) <= cols else 0.96))
+    fig.tight_layout()
+    fig.legend(handles=handles, loc='upper center', bbox_to_anchor=(0.5, 0), ncol=len(handles))   # below, clear of every panel
     return fig
 
 # %% ../nbs/25_robustness.ipynb #a7f5b9d1
