@@ -197,7 +197,8 @@ def gradcam_gallery(self: EvalResult, dataset: str, kind: str = 'fp', k: int = 6
     with house_style(): fig, axs = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
     for ax, (_, r) in zip(axs.flat, d.iterrows()):
         show_gradcam(self.detector, root/r['path'], layer, ax=ax, colorbar=False)
-        ax.set_title(f"{kind} · {r['category'] or r['label']} · P(AI) {r['prob_ai']:.2f}", fontsize=8)
+        empty = ' · empty map' if 'empty map' in ax.get_title() else ''   # keep show_gradcam's word on a map with nothing in it
+        ax.set_title(f"{kind} · {r['category'] or r['label']} · P(AI) {r['prob_ai']:.2f}{empty}", fontsize=8)
     for ax in axs.flat: ax.axis('off')
     fig.suptitle(f'{dataset}: {kind}', fontsize=10); fig.tight_layout()
     add_colorbar(fig, list(axs.flat), fraction=0.02, pad=0.01)
