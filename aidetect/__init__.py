@@ -38,6 +38,7 @@ Modules:
 - `aidetect.metrics`: How good is a P(AI): sklearn's metrics with AI as the positive class, calibration, intervals by source group, and the threshold a model picks on its validation split.
 - `aidetect.model`: What a detector is at inference: its architecture by name, the transform that turns one image into its input, and the normalisation.
 - `aidetect.pixels`: Cheap, documented per-image statistics of the pixels that a processing pipeline leaves behind: the noise residual's spectrum, resampling periodicity, JPEG quantisation and double compression, the 8×8 block grid and sharpness.
+- `aidetect.plots`: The house style of every aidetect figure: fonts, spines, a colour-blind-safe cycle, atomic saving as PNG, PDF or SVG, and the few helpers the figures share.
 - `aidetect.prepare`: A dataset whose images are shrunk once (shorter side S, antialiased, saved like their source), with a manifest that points back to the original rows: for many experiments on big photos.
 - `aidetect.process`: Which process this is among those `accelerate launch` starts (one per GPU), and its share of the work.
 - `aidetect.robustness`: Re-test a detector on recompressed, resized, blurred, noisy, cropped, grayscale and "shared" copies of its test sets, and under white-box FGSM/PGD attacks: one tidy table (dataset × perturbation × level), plots and a report.

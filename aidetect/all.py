@@ -15,6 +15,7 @@ __all__ = []
 # %% ../nbs/43_all.ipynb #474679b0
 import importlib
 from .core import *
+from .plots import *
 from .process import *
 from .decode import *
 from .images import *
@@ -44,5 +45,5 @@ from .hub import *
 from .demo import *
 
 # nbdev's own __all__ here would list this module's definitions (none): the modules' star-exports are the API
-_MODULES = ('core', 'process', 'decode', 'images', 'hf', 'dataset', 'pixels', 'audit', 'gen.pipeline', 'gen.backends', 'gen.sizing', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.zoo.load', 'model', 'metrics', 'detector', 'augment', 'data', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'hub', 'demo')
+_MODULES = ('core', 'plots', 'process', 'decode', 'images', 'hf', 'dataset', 'pixels', 'audit', 'gen.pipeline', 'gen.backends', 'gen.sizing', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.zoo.load', 'model', 'metrics', 'detector', 'augment', 'data', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'hub', 'demo')
 __all__ = [n for m in _MODULES for n in importlib.import_module(f'aidetect.{m}').__all__]

@@ -27,11 +27,12 @@ from fastcore.basics import patch
 from .core import AidetectError, check_range
 from .images import jpeg_quality
 from .dataset import POSITIVE, dataset_root, group_keys, load_datasets
+from .plots import CLASS_COLORS, check_fig_format, save_figure, small_multiples, styled
 from .pixels import PIXEL_FEATURES, dataset_pixels, plot_gallery, plot_spectra, unreadable_reason, visible_grid
 
 # %% auto #0
-__all__ = ['FEATURES', 'ENCODER', 'CHANCE', 'file_metadata', 'dataset_metadata', 'encoder_mismatches', 'oof_scores',
-           'group_bootstrap_auc', 'verdict', 'AuditResult', 'audit', 'cli_audit']
+__all__ = ['FEATURES', 'ENCODER', 'CHANCE', 'PLOTTED', 'NOT_USED', 'file_metadata', 'dataset_metadata', 'encoder_mismatches',
+           'oof_scores', 'group_bootstrap_auc', 'verdict', 'plot_properties', 'AuditResult', 'audit', 'cli_audit']
 
 # %% ../nbs/04_audit.ipynb #00771eb7
 FEATURES = ('format', 'quality', 'subsampling', 'progressive', 'width', 'height', 'aspect', 'exif', 'icc')
@@ -171,6 +172,59 @@ def _audit_rows(meta: pd.DataFrame, features, kind: str, bootstrap: int, seed: i
 # %% ../nbs/04_audit.ipynb #22348441
 def _safe(name: str) -> str: return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)
 
+PLOTTED = {'format': 'file format', 'quality': 'JPEG quality (n/a: not a JPEG)', 'subsampling': 'chroma subsampling (n/a: not a JPEG)',
+           'progressive': 'progressive JPEG', 'width': 'width (px)', 'height': 'height (px)', 'aspect': 'width / height',
+           'exif': 'has EXIF', 'icc': 'has an ICC profile', 'bytes_per_pixel': 'file bytes per pixel'}
+NOT_USED = {'bytes_per_pixel': 'content-dependent: not used by the classifier'}   # shown, but not a feature
+
+def _as_category(v: pd.Series, most: int = 12) -> bool:
+    "Whether to draw `v` as bars: text, flags, up to `most` distinct whole numbers (a JPEG quality of 90 is one bar, not an axis) or 3 other numbers."
+    if pd.api.types.is_bool_dtype(v) or not pd.api.types.is_numeric_dtype(v): return True
+    v = v.dropna()
+    return v.nunique() <= (most if (v % 1 == 0).all() else 3)
+
+def _value_name(x) -> str:
+    if isinstance(x, float): return 'n/a' if np.isnan(x) else f'{x:.4g}'
+    return str(x) if x != '' else 'n/a'
+
+def _property_panel(ax, d: pd.DataFrame, f: str, labels=('real', 'ai')):
+    "The share of each class of `d` at each value of property `f`: side-by-side bars for categories, step histograms otherwise."
+    parts = {lab: d.loc[d['label'] == lab, f] for lab in labels}
+    if _as_category(d[f]):
+        vals = sorted(d[f].map(_value_name).unique(), key=lambda s: (s == 'n/a', float(s) if s.replace('.', '', 1).isdigit() else 0, s))
+        x, w = np.arange(len(vals)), 0.8 / len(labels)
+        for k, (lab, v) in enumerate(parts.items()):
+            share = v.map(_value_name).value_counts(normalize=True).reindex(vals, fill_value=0)
+            ax.bar(x + (k - (len(labels) - 1) / 2) * w, share.to_numpy(), w, color=CLASS_COLORS[lab])
+        ax.set_xticks(x, vals, rotation=30 if max(map(len, vals)) > 5 else 0)
+    else:
+        v = d[f].dropna().astype(float)
+        whole = bool((v % 1 == 0).all())   # whole numbers: bins centred on them, never a bin edge at 89.6
+        edges = (np.arange(v.min() - 0.5, v.max() + 1.5, max(1, np.ceil((v.max() - v.min() + 1) / 20))) if whole
+                 else np.histogram_bin_edges(v, bins=20))
+        for lab, v in parts.items():
+            v = v.dropna().astype(float)
+            if len(v): ax.hist(v, edges, weights=np.full(len(v), 1 / len(v)), histtype='step', lw=1.5, color=CLASS_COLORS[lab])
+        missing = {lab: v.isna().mean() for lab, v in parts.items() if len(v) and v.isna().any()}
+        if missing: ax.text(0.98, 0.97, 'n/a: ' + ', '.join(f"{'AI' if l == 'ai' else l} {m:.0%}" for l, m in missing.items()),
+                            transform=ax.transAxes, ha='right', va='top', fontsize=7)
+    ax.set(xlabel=PLOTTED.get(f, f), ylabel='share of the class', ylim=(0, 1.05))
+    ax.set_title(f + (f'\n({NOT_USED[f]})' if f in NOT_USED else ''), **(dict(color='#8a0000') if f in NOT_USED else {}))
+
+@styled
+def plot_properties(meta: pd.DataFrame, title: str = ''):
+    "A panel per property of `PLOTTED`: the share of real and of AI images of `meta` at each value (the classes may differ in size)."
+    import matplotlib.pyplot as plt
+    meta = meta.assign(quality=meta['quality'].where(meta['quality'] >= 0))   # -1 in the table: not a JPEG
+    fig, axs = small_multiples(len(PLOTTED), cols=5, panel=(2.8, 2.5))
+    for ax, f in zip(axs, PLOTTED): _property_panel(ax, meta, f)
+    n = {lab: int((meta['label'] == lab).sum()) for lab in ('real', 'ai')}
+    fig.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=CLASS_COLORS[l]) for l in n],
+               labels=[f"{'AI' if l == 'ai' else l} ({n[l]} images)" for l in n], loc='upper right', ncol=2)
+    fig.suptitle(f'{title}: file properties, as shares of each class'.strip(': '), x=0.01, ha='left')
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
 class AuditResult:
     "An audit: per-image metadata (and pixel statistics), one row per dataset × generator × kind, encoder mismatches, unreadable files, tables and plots."
     def __init__(self, meta: pd.DataFrame, table: pd.DataFrame, pairs: pd.DataFrame | None = None,
@@ -190,23 +244,8 @@ class AuditResult:
         return g.describe(percentiles=[.05, .5, .95])[['count', 'min', '5%', '50%', '95%', 'max']]
 
     def plot(self, dataset: str):
-        "One panel per property: its distribution for real and AI images of `dataset`."
-        import matplotlib.pyplot as plt
-        d = self.meta[self.meta['dataset'] == dataset]
-        fig, axs = plt.subplots(2, 5, figsize=(12, 5.5))
-        for ax, f in zip(axs.flat, [*FEATURES, 'bytes_per_pixel']):
-            for lab, c in (('real', 'tab:blue'), ('ai', 'tab:orange')):
-                v = d.loc[d['label'] == lab, f]
-                if pd.api.types.is_bool_dtype(v) or not pd.api.types.is_numeric_dtype(v):
-                    vc = v.astype(str).value_counts()
-                    ax.bar([f'{k}\n{lab}' for k in vc.index], vc.to_numpy(), color=c, alpha=0.7)
-                    ax.tick_params(axis='x', labelsize=7)
-                else: ax.hist(v.dropna().astype(float), bins=20, alpha=0.5, color=c, label=lab)
-            ax.set_title(f, fontsize=9)
-        axs.flat[0].legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in ('tab:blue', 'tab:orange')],
-                           labels=['real', 'AI'], fontsize=8)
-        fig.suptitle(f'{dataset}: file properties by class', fontsize=10); fig.tight_layout()
-        return fig
+        "One panel per property: the share of each class's images at each value, for the readable images of `dataset`."
+        return plot_properties(self.meta[(self.meta['dataset'] == dataset) & (self.meta['unreadable'] == '')], dataset)
 
     def side_by_side(self) -> pd.DataFrame:
         "One row per dataset and generator: each kind's AUC and interval side by side, and how many groups' encodings differ."
@@ -258,9 +297,9 @@ def pair_lines(self: AuditResult, most: int = 10) -> list:
 
 # %% ../nbs/04_audit.ipynb #35e8af04
 @patch
-def save(self: AuditResult, out) -> dict:
-    "Write audit.csv, audit_metadata.csv, the plots and audit.md into folder `out`, and audit_pairs.csv and audit_unreadable.csv when they list anything."
-    import matplotlib.pyplot as plt
+def save(self: AuditResult, out, fig_format: str = 'png', dpi: int = 150) -> dict:
+    "Write audit.csv, audit_metadata.csv, the plots (as `fig_format` at `dpi`) and audit.md into folder `out`, and audit_pairs.csv and audit_unreadable.csv when they list anything."
+    fig_format = check_fig_format(fig_format)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     files = dict(table=out/'audit.csv', metadata=out/'audit_metadata.csv', pairs=out/'audit_pairs.csv',
                  unreadable=out/'audit_unreadable.csv', report=out/'audit.md', plots=[])
@@ -275,10 +314,10 @@ def save(self: AuditResult, out) -> dict:
         if self.pixels and (ok['dataset'] == d).any():
             figs += [('audit_spectra', lambda: plot_spectra(ok[ok['dataset'] == d], self.spectra, d)),
                      ('audit_gallery', lambda: plot_gallery(ok[ok['dataset'] == d]))]
-        for prefix, make in figs:
-            fig = make(); f = out/f'{prefix}_{_safe(d)}.png'
-            fig.savefig(f, dpi=80); plt.close(fig); files['plots'].append(f)
+        files['plots'] += [save_figure(make(), out/f'{prefix}_{_safe(d)}', fig_format, dpi) for prefix, make in figs]
     lines = ['# Shortcut audit', '', *self.markdown(), ''] + [f'![{p.stem}]({p.name})' for p in files['plots']]
+    written = [files[k] for k in ('table', 'metadata', 'pairs', 'unreadable') if k in files] + files['plots']
+    lines += ['', '## Files', '', *[f'- `{p.name}`' for p in written + [files['report']]]]
     files['report'].write_text('\n'.join(lines) + '\n')
     return files
 
@@ -320,13 +359,17 @@ def cli_audit(*datasets: str,   # dataset folders (or their manifest.csv)
               pixels: bool = False,   # also audit pixel statistics (residual spectrum, resampling, JPEG traces, block grid, sharpness)
               bootstrap: int = 1000,   # resamples for the AUC's interval (0: off)
               seed: int = 0,   # seed of the classifier and the bootstrap
-              workers: int = None):   # threads reading images (default: one per core, at most 16)
+              workers: int = None,   # threads reading images (default: one per core, at most 16)
+              fig_format: str = 'png',   # figures as png, pdf or svg (vector, for papers)
+              dpi: int = 150):   # resolution of PNG figures (dots per inch)
     "Could a model that never looks at generation (only file properties, or with --pixels simple pixel statistics) tell real from AI in these datasets?"
     if not datasets: raise AidetectError('give at least one dataset folder')
+    fig_format = check_fig_format(fig_format); check_range('dpi', dpi, 10, 2400)
     res = audit([dataset_root(d) for d in datasets], bootstrap, seed, pixels, workers)
     for _, r in res.table.iterrows(): print(f'{r.dataset} [{r.generator}] {r.kind}, {r.n_real} real, {r.n_ai} AI: {r.verdict}')
     print('\n'.join(l for l in res.pair_lines(most=5) if l))
     if len(res.unreadable): print(f'{len(res.unreadable)} unreadable file(s) left out: ' + ', '.join(res.unreadable['path'].head(5)))
     if report:
-        files = res.save(report)
-        print(f"report: {files['report']} (+ audit.csv, audit_metadata.csv, audit_pairs.csv, {len(files['plots'])} plot(s))")
+        files = res.save(report, fig_format, dpi)
+        other = [files[k].name for k in ('table', 'metadata', 'pairs', 'unreadable') if k in files] + [p.name for p in files['plots']]
+        print(f"report: {files['report']} (+ {', '.join(other)})")

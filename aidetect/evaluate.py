@@ -22,35 +22,57 @@ from .audit import audit as shortcut_audit
 from .dataset import LABELS, POSITIVE, dataset_root, group_keys, load_datasets, manifest_hash, read_manifest
 from .detector import Detector, detector_from_learner, load_detector, model_files, predict_files
 from .metrics import METRICS, CI_METRICS, CI_COLUMNS, binary_metrics, expected_calibration_error
+from .plots import CLASS_COLORS, FIG_FORMATS, check_fig_format, save_figure, styled
 from .process import this_process
 
 # %% auto #0
-__all__ = ['FIG_FORMATS', 'NA_NOTE', 'PRED_COLUMNS', 'KINDS', 'CELLS', 'POSITIVE_NOTE', 'plot_reliability', 'plot_curves',
+__all__ = ['NA_NOTE', 'PRED_COLUMNS', 'KINDS', 'CELLS', 'POSITIVE_NOTE', 'reliability_bins', 'plot_reliability', 'plot_curves',
            'as_detector', 'named_datasets', 'evaluate', 'metrics_table', 'confusion_counts', 'ranked', 'format_table',
            'markdown_table', 'DetectorResult', 'EvalResult', 'plot_confusion', 'confusion_html', 'plot_mistakes',
            'confusion_state', 'confusion_widget', 'threshold_lines', 'write_report', 'transfer_results',
            'tidy_transfer', 'transfer_matrix', 'transfer_heatmap', 'named_test_sets', 'cli_eval']
 
 # %% ../nbs/22_evaluate.ipynb #8af3dfef
-def plot_reliability(preds: pd.DataFrame, by: str = 'dataset', n_bins: int = 15, ax=None):
-    "Reliability diagram of predictions `preds`: share of AI images against mean P(AI) per bin, a line per value of `by`."
-    if ax is None: fig, ax = plt.subplots(figsize=(4.4, 4))
-    else: fig = ax.figure
-    ax.plot([0, 1], [0, 1], ls=':', c='grey', lw=1, label='calibrated')
-    for k, d in preds.groupby(by, sort=False):
+def reliability_bins(y_true, prob, n_bins: int = 15) -> pd.DataFrame:
+    "Per equal-width bin of P(AI) `prob` (sklearn's bins): images, real and AI images, mean P(AI), share of AI images."
+    y, p = np.asarray(y_true, dtype=int), np.asarray(prob, dtype=float)
+    ids = np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], p)   # what sklearn's calibration_curve does
+    n, n_ai = np.bincount(ids, minlength=n_bins), np.bincount(ids, weights=y, minlength=n_bins)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return pd.DataFrame(dict(lo=np.arange(n_bins) / n_bins, hi=np.arange(1, n_bins + 1) / n_bins, n=n,
+                                 n_real=n - n_ai.astype(int), n_ai=n_ai.astype(int),
+                                 mean_prob=np.bincount(ids, weights=p, minlength=n_bins) / n, share_ai=n_ai / n))
+
+@styled
+def plot_reliability(preds: pd.DataFrame, by: str = 'dataset', n_bins: int = 15, cols: int = 4):
+    "Reliability diagrams of predictions `preds`, a panel per value of `by`: share of AI images against mean P(AI) per bin, and the images in each bin below."
+    keys = list(dict.fromkeys(preds[by])) or ['(no predictions)']
+    cols = min(cols, len(keys)); rows = -(-len(keys) // cols)
+    fig = plt.figure(figsize=(3.3 * cols, 4.1 * rows), layout='constrained')
+    gs = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows)
+    for k, key in enumerate(keys):
+        top = fig.add_subplot(gs[2 * (k // cols), k % cols]); low = fig.add_subplot(gs[2 * (k // cols) + 1, k % cols], sharex=top)
+        d = preds[preds[by] == key]
         y = (d['label'] == POSITIVE).astype(int)
-        share, mean_p = calibration_curve(y, d['prob_ai'], n_bins=n_bins, strategy='uniform', pos_label=1)
-        ax.plot(mean_p, share, marker='o', ms=3, label=f"{k} (ECE {expected_calibration_error(y, d['prob_ai'], n_bins):.3f})")
-    ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel='mean P(AI) in bin', ylabel='share of AI images in bin',
-           title=f'reliability ({n_bins} bins)')
-    ax.legend(fontsize=7, loc='upper left'); fig.tight_layout()
+        b = reliability_bins(y, d['prob_ai'], n_bins); seen = b[b['n'] > 0]
+        top.plot([0, 1], [0, 1], ls=':', c='grey', lw=1, label='calibrated')
+        top.plot(seen['mean_prob'], seen['share_ai'], marker='o', c='k', clip_on=False, label='observed')   # a point at 0 or 1 stays whole
+        ece = expected_calibration_error(y, d['prob_ai'], n_bins) if len(d) else float('nan')
+        top.set(xlim=(-0.03, 1.03), ylim=(-0.04, 1.04), ylabel='share of AI images in bin', title=f'{key}: ECE {ece:.3f}')
+        top.tick_params(labelbottom=False); top.legend(loc='upper left')
+        low.bar(b['lo'], b['n_real'], width=1 / n_bins, align='edge', color=CLASS_COLORS['real'], label='real')
+        low.bar(b['lo'], b['n_ai'], bottom=b['n_real'], width=1 / n_bins, align='edge', color=CLASS_COLORS['ai'], label='AI')
+        for r in seen.itertuples(): low.annotate(f'{r.n}', ((r.lo + r.hi) / 2, r.n), ha='center', va='bottom', fontsize=6)
+        low.set(xlabel='mean P(AI) in bin', ylabel='images', ylim=(0, max(1, b['n'].max()) * 1.25))
+    fig.suptitle(f'Reliability ({n_bins} equal-width bins of P(AI)); below: real and AI images per bin', x=0.02, ha='left')
+    fig.legend(handles=low.patches[:1] + low.patches[n_bins:n_bins + 1], labels=['real', 'AI'], loc='outside lower center', ncol=2)
     return fig
 
 # %% ../nbs/22_evaluate.ipynb #5f4886a3
-FIG_FORMATS = ('png', 'pdf', 'svg')
 NA_NOTE = ('`n/a`: a metric that is undefined for that test set (ROC AUC and AP need both classes; precision needs at '
            'least one image called AI), never a zero.')
 
+@styled
 def plot_curves(preds: pd.DataFrame, by: str = 'dataset'):
     "ROC and precision-recall curves of predictions `preds` (AI positive), a line per value of `by` that has both classes."
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(8.4, 3.8))
@@ -59,12 +81,16 @@ def plot_curves(preds: pd.DataFrame, by: str = 'dataset'):
         y = (d['label'] == POSITIVE).astype(int)
         if y.nunique() < 2: continue   # a curve needs both classes
         fpr, tpr, _ = roc_curve(y, d['prob_ai']); prec, rec, _ = precision_recall_curve(y, d['prob_ai'])
-        roc.plot(fpr, tpr, lw=1.5, label=f"{k} (AUC {roc_auc_score(y, d['prob_ai']):.2f})")
-        pr.step(rec, prec, where='post', lw=1.5, label=f"{k} (AP {average_precision_score(y, d['prob_ai']):.2f})")
+        line, = roc.plot(fpr, tpr, label=f"{k} (AUC {roc_auc_score(y, d['prob_ai']):.2f})", clip_on=False)
+        pr.step(rec, prec, where='post', color=line.get_color(), clip_on=False,
+                label=f"{k} (AP {average_precision_score(y, d['prob_ai']):.2f})")
+        pr.axhline(y.mean(), ls=':', lw=1, color=line.get_color())   # a detector that guesses: precision = share of AI
     roc.set(xlabel='false positive rate (real called AI)', ylabel='true positive rate (AI called AI)', title='ROC',
             xlim=(0, 1), ylim=(0, 1.02))
-    pr.set(xlabel='recall (AI called AI)', ylabel='precision', title='precision-recall', xlim=(0, 1), ylim=(0, 1.02))
-    for ax in (roc, pr): ax.legend(fontsize=7, loc='lower right'); ax.grid(alpha=0.3)
+    pr.set(xlabel='recall (AI called AI)', ylabel='precision (called AI that are AI)', xlim=(0, 1), ylim=(0, 1.02),
+           title='precision-recall (dotted: chance)')
+    roc.legend(loc='lower right'); pr.legend(loc='lower left')
+    for ax in (roc, pr): ax.grid(True); ax.set_aspect('equal')
     fig.tight_layout()
     return fig
 
@@ -265,12 +291,13 @@ class EvalResult(DetectorResult):
         "An interactive confusion matrix for notebooks: pick a test dataset, slide the threshold, see mistakes."
         return confusion_widget(self)
 
-    def save(self, out, audit: bool = True, pixels: bool = False, fig_format: str = 'png') -> dict:
-        "Write metrics.csv, predictions.csv, unreadable.csv, confusion_<dataset>.png, reliability.png, report.md (and the test sets' audit) to `out`."
-        return write_report(self, out, audit, pixels, fig_format)
+    def save(self, out, audit: bool = True, pixels: bool = False, fig_format: str = 'png', dpi: int = 150) -> dict:
+        "Write metrics.csv, predictions.csv, unreadable.csv, the figures (`fig_format`, `dpi`), report.md (and the test sets' audit) to `out`."
+        return write_report(self, out, audit, pixels, fig_format, dpi)
 
 
 # %% ../nbs/22_evaluate.ipynb #783edb87
+@styled
 def plot_confusion(cm: np.ndarray, title: str = '', ax=None):
     "Plot 2×2 counts `cm` (rows true, columns predicted; order real, AI) with row rates."
     if ax is None: fig, ax = plt.subplots(figsize=(3.6, 3.2))
@@ -282,7 +309,8 @@ def plot_confusion(cm: np.ndarray, title: str = '', ax=None):
             ax.text(j, i, f'{cm[i, j]}\n{rates[i, j]:.0%}', ha='center', va='center',
                     color='white' if rates[i, j] > 0.5 else 'black')
     ax.set_xticks([0, 1], ['real', 'AI']); ax.set_yticks([0, 1], ['real', 'AI'])
-    ax.set_xlabel('predicted'); ax.set_ylabel('true'); ax.set_title(title, fontsize=10)
+    ax.set_xlabel('predicted'); ax.set_ylabel('true'); ax.set_title(title)
+    for s in ax.spines.values(): s.set_visible(False)
     fig.tight_layout()
     return fig
 
@@ -304,6 +332,7 @@ def confusion_html(cm: np.ndarray, title: str = '') -> str:
             f'<tr><th {th}>real</th>{td(0, 0)}{td(0, 1)}</tr><tr><th {th}>AI</th>{td(1, 0)}{td(1, 1)}</tr></table>')
 
 # %% ../nbs/22_evaluate.ipynb #6a2c163d
+@styled
 def plot_mistakes(mistakes: pd.DataFrame, roots: dict, k: int = 12, cols: int = 6, size: float = 1.9):
     "Grid of the first `k` rows of `mistakes` (from `ranked`; images under `roots[dataset]`) titled FP/FN, truth → call, P(wrong class)."
     from aidetect.images import open_image
@@ -386,9 +415,10 @@ def threshold_lines(threshold: float, info: dict, bootstrap: int, seed: int) -> 
              f"its variations together), seed {seed}. With few groups they are rough, and a skewed metric (AP near its "
              "floor) can even sit just outside its own interval." if bootstrap else 'No intervals (bootstrap 0).')]
 
-def write_report(res: EvalResult, out, audit: bool = True, pixels: bool = False, fig_format: str = 'png') -> dict:
-    "Write `res` to folder `out`: metrics.csv, predictions.csv, unreadable.csv, confusion matrices, ROC/PR curves, reliability, report.md, a results card README.md (and the test sets' audit); returns the paths."
-    if fig_format not in FIG_FORMATS: raise AidetectError(f"--fig-format must be one of {', '.join(FIG_FORMATS)}, got {fig_format!r}")
+def write_report(res: EvalResult, out, audit: bool = True, pixels: bool = False, fig_format: str = 'png',
+                 dpi: int = 150) -> dict:
+    "Write `res` to folder `out`: metrics.csv, predictions.csv, unreadable.csv, confusion matrices, ROC/PR curves, reliability (as `fig_format` at `dpi`), report.md, a results card README.md (and the test sets' audit); returns the paths."
+    fig_format = check_fig_format(fig_format); check_range('dpi', dpi, 10, 2400)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     files = dict(metrics=out/'metrics.csv', predictions=out/'predictions.csv', unreadable=out/'unreadable.csv',
                  reliability=out/f'reliability.{fig_format}', curves=out/f'roc_pr.{fig_format}', report=out/'report.md')
@@ -397,11 +427,8 @@ def write_report(res: EvalResult, out, audit: bool = True, pixels: bool = False,
     res.preds.to_csv(files['predictions'], index=False, float_format='%.9g')
     res.unreadable.to_csv(files['unreadable'], index=False)
     pngs = []
-    for d in res.datasets:
-        fig = res.confusion(d); f = out/f'confusion_{_safe(d)}.{fig_format}'
-        fig.savefig(f, dpi=150); plt.close(fig); pngs.append(f)
-    for key, fig in (('reliability', plot_reliability(res.preds)), ('curves', plot_curves(res.preds))):
-        fig.savefig(files[key], dpi=150); plt.close(fig)
+    for d in res.datasets: pngs.append(save_figure(res.confusion(d), out/f'confusion_{_safe(d)}', fig_format, dpi))
+    for key, plot in (('reliability', plot_reliability), ('curves', plot_curves)): save_figure(plot(res.preds), files[key], dpi=dpi)
     info = res.detector.info
     lines = [f"# aidetect evaluation", '',
              f"Model: `{info.get('name', 'detector')}` ({info.get('arch', '?')}, {info.get('size', '?')} px), trained on "
@@ -423,7 +450,7 @@ def write_report(res: EvalResult, out, audit: bool = True, pixels: bool = False,
               '', f"![reliability]({files['reliability'].name})"]
     if audit:   # a score is only as good as the test set: could its file metadata alone tell the classes apart?
         a = shortcut_audit({n: m['path'] for n, m in res.manifests.items()}, bootstrap=res.bootstrap, seed=res.seed, pixels=pixels)
-        files['audit'] = a.save(out)['report']
+        files['audit'] = a.save(out, fig_format, dpi)['report']
         lines += ['', '## Shortcut audit of the test sets', '', 'If file metadata alone (or, with the pixel audit, simple pixel '
                   'statistics) separate real from AI in a test set, a score above may partly measure that shortcut rather than generation.', '', *a.markdown(), '',
                   f"Plots per property and class: [{files['audit'].name}]({files['audit'].name})."]
@@ -460,6 +487,7 @@ def transfer_matrix(models: dict, datasets, threshold: float = 0.5, bs: int = 64
     "Evaluate each of `models` ({name: model}) on every dataset; one tidy row per (model, dataset), `evaluate`'s metrics."
     return tidy_transfer(transfer_results(models, datasets, threshold, bs, progress, bootstrap, seed))
 
+@styled
 def transfer_heatmap(tm: pd.DataFrame, metric: str = 'accuracy', ax=None):
     "Heatmap of `metric` from a `transfer_matrix` table: models (train) down, datasets (test) across."
     grid = tm.pivot(index='model', columns='dataset', values=metric)
@@ -473,6 +501,7 @@ def transfer_heatmap(tm: pd.DataFrame, metric: str = 'accuracy', ax=None):
             ax.text(j, i, 'n/a' if pd.isna(v) else f'{v:.2f}', ha='center', va='center', color='w' if not pd.isna(v) and v < 0.6 else 'k')
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha='right'); ax.set_yticks(range(grid.shape[0]), grid.index)
     ax.set_xlabel('test dataset'); ax.set_ylabel('model (trained on)'); ax.set_title(metric)
+    for s in ax.spines.values(): s.set_visible(False)
     fig.tight_layout()
     return fig
 
@@ -498,15 +527,16 @@ def cli_eval(model: str,   # model path (base name, .json or .safetensors; .pkl 
              allow_pickle: bool = False,   # allow loading a fastai .pkl (runs code from the file)
              device: str = None,   # cpu or cuda (default: cuda if available)
              audit_pixels: bool = False,   # with --report: the test sets' pixel audit too (residual spectra, resampling, JPEG traces)
-             fig_format: str = 'png'):   # figures as png, pdf or svg
+             fig_format: str = 'png',   # figures as png, pdf or svg (vector, for papers)
+             dpi: int = 150):   # resolution of PNG figures (dots per inch)
     "Evaluate a detector on each test dataset: accuracy (all, real, AI; at 0.5, tuned, oracle), AUC, AP, TPR@5%FPR, ECE, intervals."
     check_range('threshold', threshold, 0, 1); check_range('bs', bs, 1); check_range('bootstrap', bootstrap, 0)
-    if fig_format not in FIG_FORMATS: raise AidetectError(f"--fig-format must be one of {', '.join(FIG_FORMATS)}, got {fig_format!r}")
+    fig_format = check_fig_format(fig_format); check_range('dpi', dpi, 10, 2400)
     sets = named_test_sets(model, datasets, names, allow_pickle)
     res = evaluate(model, sets, threshold, bs, allow_pickle, device, bootstrap=bootstrap)
     if not this_process().is_main: return   # under `accelerate launch` every process has the merged result; one reports
     print(format_table(res.table))
     if len(res.unreadable): print(f'{len(res.unreadable)} unreadable image(s): first is {res.unreadable.iloc[0].to_dict()}')
     if report:
-        files = res.save(report, pixels=audit_pixels, fig_format=fig_format)
+        files = res.save(report, pixels=audit_pixels, fig_format=fig_format, dpi=dpi)
         print(f"report: {files['report']} (+ {', '.join(sorted(p.name for p in Path(report).iterdir() if p.name != 'report.md'))})")

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 from PIL import Image
 from fastcore.basics import patch
 from .core import AidetectError, atomic_path, walk_files
+from .plots import house_style, styled
 from .images import BadImage, open_image
 from .detector import Detector, load_detector
 from .evaluate import EvalResult, as_detector, ranked
@@ -138,6 +139,7 @@ def add_colorbar(fig, ax=None, cax=None, **kw):
     cb.set_label('evidence for AI (relative)', fontsize=8); cb.ax.tick_params(labelsize=7)
     return cb
 
+@styled
 def show_gradcam(model, image, layer=None, ax=None, alpha: float = 0.5, colorbar: bool = True):
     "Show the Grad-CAM overlay of `image` (the square the model saw marked), titled with P(AI) and the layer."
     from matplotlib.patches import Rectangle
@@ -160,6 +162,7 @@ def display_scale(w: int, h: int, min_side: int = 320, max_side: int = 640) -> f
     if max(w, h) > max_side: return max_side / max(w, h)
     return float(max(1, min(-(-min_side // max(1, min(w, h))), max_side // max(w, h))))
 
+@styled
 def gradcam_panel(image, heat: np.ndarray, box=None, alpha: float = 0.5, note: str = '', min_side: int = 320) -> Image.Image:
     "A picture of the Grad-CAM `heat` over `image`: scaled for display, `box` dashed, a colour bar, `note` underneath."
     from matplotlib.figure import Figure
@@ -191,16 +194,18 @@ def gradcam_gallery(self: EvalResult, dataset: str, kind: str = 'fp', k: int = 6
     if d.empty: print(f'no {kind} on {dataset} at threshold {self.threshold}'); return None
     root = Path(self.manifests[dataset]['path'])
     rows = (len(d) + cols - 1) // cols
-    fig, axs = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    with house_style(): fig, axs = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
     for ax, (_, r) in zip(axs.flat, d.iterrows()):
         show_gradcam(self.detector, root/r['path'], layer, ax=ax, colorbar=False)
-        ax.set_title(f"{kind} · {r['category'] or r['label']} · P(AI) {r['prob_ai']:.2f}", fontsize=8)
+        empty = ' · empty map' if 'empty map' in ax.get_title() else ''   # keep show_gradcam's word on a map with nothing in it
+        ax.set_title(f"{kind} · {r['category'] or r['label']} · P(AI) {r['prob_ai']:.2f}{empty}", fontsize=8)
     for ax in axs.flat: ax.axis('off')
     fig.suptitle(f'{dataset}: {kind}', fontsize=10); fig.tight_layout()
     add_colorbar(fig, list(axs.flat), fraction=0.02, pad=0.01)
     return fig
 
 # %% ../nbs/23_explain.ipynb #b42be139
+@styled
 def explain_panel(image, heat: np.ndarray, box=None, title: str = '', min_side: int = 256) -> Image.Image:
     "The image and its Grad-CAM overlay side by side, small images enlarged, a colour bar, `title` above; an empty map says so."
     from matplotlib.figure import Figure
@@ -241,7 +246,7 @@ def explain_files(model, paths, out, layer=None, threshold: float | None = None)
         heat, dest = gradcam(det, im, name), out/f'{f.stem}_gradcam.png'
         label = 'AI' if p >= t else 'real'
         title = f'{f.name}: P(AI) = {p:.3f}, called {label} (threshold {t:.3g}) · layer {name}'
-        explain_panel(im, heat, seen_box(det, *im.size), title).save(dest)
+        with atomic_path(dest) as tmp: explain_panel(im, heat, seen_box(det, *im.size), title).save(tmp, format='PNG')
         rows.append(dict(path=str(f), prob_ai=p, label=label, overlay=str(dest), empty_map=flat_map(heat), reason=''))
     table = pd.DataFrame(rows, columns=['path', 'prob_ai', 'label', 'overlay', 'empty_map', 'reason'])
     with atomic_path(out/'explain.csv') as tmp: table.to_csv(tmp, index=False)

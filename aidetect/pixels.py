@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image
 from .core import AidetectError
+from .plots import styled
 from .dataset import POSITIVE
 
 # %% auto #0
@@ -185,6 +186,7 @@ def visible_grid(stats: pd.DataFrame, min_lattice: float = 0.6) -> pd.Series:
     return pd.Series(np.where(on, (off // 8).astype(str) + ',' + (off % 8).astype(str), ''), index=stats.index)
 
 # %% ../nbs/06_pixels.ipynb #ee23edd9
+@styled
 def plot_spectra(rows: pd.DataFrame, spectra: dict, title: str = ''):
     "Mean log residual spectrum of the real images of `rows` (manifest rows with `label`, `generator`), of each generator's images, and their difference."
     import matplotlib.pyplot as plt
@@ -193,14 +195,19 @@ def plot_spectra(rows: pd.DataFrame, spectra: dict, title: str = ''):
         return np.log10(np.mean(s, 0) + 1e-6) if s else None
     real = mean_log(rows.index[rows['label'] != POSITIVE])
     gens = list(dict.fromkeys(rows.loc[rows['label'] == POSITIVE, 'generator']))[:6]
-    fig, axs = plt.subplots(max(1, len(gens)), 3, figsize=(7, 2.4 * max(1, len(gens))), squeeze=False)
+    fig, axs = plt.subplots(max(1, len(gens)), 3, figsize=(8, 2.4 * max(1, len(gens))), squeeze=False)
     for r, g in enumerate(gens or ['']):
         ai = mean_log(rows.index[(rows['label'] == POSITIVE) & (rows['generator'] == g)])
         for ax, im, name in zip(axs[r], (real, ai, None if real is None or ai is None else ai - real),
                                 ('real', f'AI: {g}', 'AI − real')):
-            if im is not None: ax.imshow(im, cmap='RdBu_r' if name == 'AI − real' else 'magma',
-                                         **(dict(vmin=-np.abs(im).max(), vmax=np.abs(im).max()) if name == 'AI − real' else {}))
-            ax.set_title(name, fontsize=8); ax.set_xticks([]); ax.set_yticks([])
+            diff = name == 'AI − real'
+            if im is not None:
+                both = [a for a in (real, ai) if a is not None]   # real and AI on one scale, so their colours compare
+                lim = (-np.abs(im).max(), np.abs(im).max()) if diff else (min(a.min() for a in both), max(a.max() for a in both))
+                shown = ax.imshow(im, cmap='RdBu_r' if diff else 'magma', vmin=lim[0], vmax=lim[1])
+                cb = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03); cb.ax.tick_params(labelsize=6)
+                cb.set_label('log10 ratio' if diff else 'log10 power', fontsize=7)
+            ax.set_title(name, fontsize=8); ax.set_axis_off()
     fig.suptitle(f'{title}: mean log power spectrum of the noise residual (DC centred)'.strip(': '), fontsize=9)
     fig.tight_layout()
     return fig
@@ -211,6 +218,7 @@ def _show_residual(path, crop: int = 256) -> np.ndarray:
     r = np.abs(residual(luma(path, crop)))
     return np.clip(r / (np.percentile(r, 99) + 1e-6), 0, 1)
 
+@styled
 def plot_gallery(rows: pd.DataFrame, n: int = 3, seed: int = 0):
     "`n` groups of `rows` (manifest rows with `file`) side by side: the real image and its residual, then each generator's counterpart and its residual."
     import matplotlib.pyplot as plt
@@ -222,13 +230,14 @@ def plot_gallery(rows: pd.DataFrame, n: int = 3, seed: int = 0):
     fig, axs = plt.subplots(max(1, len(pick)), 2 + 2 * len(gens), figsize=(2 * (2 + 2 * len(gens)), 2.1 * max(1, len(pick))), squeeze=False)
     for r, g in enumerate(pick):
         cells = [(real.loc[real['group'] == g, 'file'].iloc[0], 'real')]
-        cells += [(d['file'].iloc[0] if len(d) else None, k) for k in gens for d in [ai[(ai['group'] == g) & (ai['generator'] == k)]]]
+        cells += [(d['file'].iloc[0] if len(d) else None, f'AI: {k}') for k in gens for d in [ai[(ai['group'] == g) & (ai['generator'] == k)]]]
         for c, (f, name) in enumerate(cells):
             a, b = axs[r, 2 * c], axs[r, 2 * c + 1]
             if f is not None:
                 with Image.open(f) as im: a.imshow(np.asarray(im.convert('RGB')))
                 b.imshow(_show_residual(f), cmap='gray')
             a.set_title(name if r == 0 else '', fontsize=8); b.set_title('residual' if r == 0 else '', fontsize=8)
-    for ax in axs.flat: ax.set_xticks([]); ax.set_yticks([])
+    for ax in axs.flat: ax.set_axis_off()   # pictures: no ticks, no frame
+    fig.suptitle('a row per source photo: each image beside its |noise residual| (scaled to its 99th percentile)', fontsize=9)
     fig.tight_layout()
     return fig

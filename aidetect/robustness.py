@@ -20,14 +20,15 @@ from PIL import Image, ImageFilter
 from .core import AidetectError, check_range, progress_bars
 from .images import BadImage, open_image
 from .dataset import POSITIVE, load_datasets, manifest_hash, preflight
-from .metrics import CI_COLUMNS, METRICS
+from .metrics import CI_COLUMNS, CI_METRICS, METRICS
+from .plots import PALETTE, band, check_fig_format, save_figure, small_multiples, styled
 from .evaluate import (DetectorResult, PRED_COLUMNS, named_datasets, as_detector, format_table, markdown_table,
                                metrics_table, named_test_sets, plot_reliability, threshold_lines)
 
 # %% auto #0
-__all__ = ['PERTURBATIONS', 'PERTURB_HELP', 'ATTACK_STEPS', 'SETTINGS', 'ATTACKED', 'RUN_KEYS', 'SUMMARY', 'Perturbation',
-           'image_seeds', 'perturb', 'parse_perturb', 'PixelSpaceModel', 'attack', 'predict_pixels', 'perturb_images',
-           'robustness', 'attack_success', 'robustness_table', 'RobustnessResult', 'plot_robustness',
+__all__ = ['PERTURBATIONS', 'PERTURB_HELP', 'ATTACK_STEPS', 'SETTINGS', 'ATTACKED', 'RUN_KEYS', 'SUMMARY', 'PLOTTABLE',
+           'Perturbation', 'image_seeds', 'perturb', 'parse_perturb', 'PixelSpaceModel', 'attack', 'predict_pixels',
+           'perturb_images', 'robustness', 'attack_success', 'robustness_table', 'RobustnessResult', 'plot_robustness',
            'write_robustness_report', 'cli_robustness']
 
 # %% ../nbs/25_robustness.ipynb #b08fd50a
@@ -331,80 +332,108 @@ class RobustnessResult(DetectorResult):
         return t[[c for c in t.columns if c in SUMMARY or c in CI_COLUMNS]]
 
     def plot(self, metric: str = 'accuracy'):
-        "`metric` against perturbation strength: a panel per dataset, a line per perturbation (and setting)."
+        "`metric` at each perturbation's levels: a panel per perturbation (and attack setting), a line per dataset."
         return plot_robustness(self.table, metric, self.datasets)
 
-    def save(self, out) -> dict:
-        "Write robustness.csv, predictions.csv, unreadable.csv, robustness_<metric>.png, reliability.png and report.md."
-        return write_robustness_report(self, out)
+    def save(self, out, fig_format: str = 'png', dpi: int = 150) -> dict:
+        "Write robustness.csv, predictions.csv, unreadable.csv, robustness_<metric> and reliability figures, and report.md."
+        return write_robustness_report(self, out, fig_format, dpi)
 
 
 # %% ../nbs/25_robustness.ipynb #69b7db9e
 def _label(pname, setting): return pname if setting in ('both', 'fakes-only') else f'{pname} {setting}'
 
-def plot_robustness(table: pd.DataFrame, metric: str = 'accuracy', datasets=None):
-    "`metric` from a `robustness_table` against strength (0 = clean): a panel per dataset, a line per perturbation."
-    datasets = datasets or [d for d in dict.fromkeys(table['dataset']) if d != 'all']
-    fig, axs = plt.subplots(1, len(datasets), figsize=(4 * len(datasets) + 1.6, 3.4), squeeze=False, sharey=True)
-    runs = list(dict.fromkeys(zip(table['perturbation'], table['setting'])))
-    runs = [r for r in runs if r[0] != 'clean']
-    colors = plt.get_cmap('tab10').colors
-    for ax, d in zip(axs[0], datasets):
+PLOTTABLE = tuple(m for m in METRICS if 'threshold' not in m) + ('attack_success',)   # scores, never a threshold
+
+def _robustness_panel(ax, table: pd.DataFrame, metric: str, pname: str, setting: str, datasets: list):
+    "One perturbation's panel: `metric` of each of `datasets` at each real level, its band, and its clean value dashed."
+    p, ci = PERTURBATIONS[pname], metric in CI_METRICS and f'{metric}_lo' in table
+    levels = []
+    for d, color in zip(datasets, PALETTE):
         t = table[table['dataset'] == d]
+        r = t[(t['perturbation'] == pname) & (t['setting'] == setting)].sort_values('level')
+        x = r['level'].fillna(0).to_numpy()   # a perturbation without a level (grayscale) sits at 0, labelled 'applied'
+        band(ax, x, r[metric], r[f'{metric}_lo'] if ci else None, r[f'{metric}_hi'] if ci else None, label=d, color=color,
+             clip_on=False)
         c0 = t.loc[t['perturbation'] == 'clean', metric]
-        c0 = float(c0.iloc[0]) if len(c0) else float('nan')
-        for k, (pname, setting) in enumerate(runs):
-            r = t[(t['perturbation'] == pname) & (t['setting'] == setting)]
-            if r[metric].isna().all(): continue
-            r = r.sort_values('level', ascending=not PERTURBATIONS[pname].milder_high, na_position='first')
-            xs = np.arange(len(r) + 1)
-            attack = setting in ATTACKED                              # attacks dashed, so 13 lines stay apart
-            ax.plot(xs, [c0, *r[metric]], marker='s' if attack else 'o', ms=3, lw=1.2, ls='--' if attack else '-',
-                    color=colors[k % 10], label=_label(pname, setting))
-            for x, lv, y in zip(xs[1:], r['level'], r[metric]):
-                if not pd.isna(lv) and not pd.isna(y):
-                    ax.annotate(f'{lv:g}', (x, y), fontsize=5, color=colors[k % 10], xytext=(2, 2), textcoords='offset points')
-        ax.set_title(d, fontsize=9); ax.set_xlabel('strength (0: clean)', fontsize=8); ax.tick_params(labelsize=7)
-        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    axs[0][0].set_ylabel(metric)
-    axs[0][-1].legend(fontsize=6, loc='center left', bbox_to_anchor=(1.02, 0.5))
+        if len(c0) and pd.notna(c0.iloc[0]): ax.axhline(float(c0.iloc[0]), color=color, ls='--', lw=1)
+        levels += [l for l in r['level'] if pd.notna(l)]
+    if p.lo is None: ax.set_xticks([0], ['applied']); ax.set_xlim(-1, 1); unit = 'no level'
+    else:
+        ticks = sorted(set(levels)); ax.set_xticks(ticks, [f'{l:g}' for l in ticks]); unit = p.unit
+        if len(ticks) == 1: ax.set_xlim(ticks[0] - 1, ticks[0] + 1) if p.integer else ax.set_xlim(ticks[0] * 0.5, ticks[0] * 1.5)
+        if p.milder_high: ax.invert_xaxis()   # stronger to the right, as for every other panel
+    ax.set(title=_label(pname, setting), xlabel=f'{unit}, stronger →' if p.lo is not None else unit)
+
+@styled
+def plot_robustness(table: pd.DataFrame, metric: str = 'accuracy', datasets=None, cols: int = 4):
+    "`metric` from a `robustness_table`: a panel per perturbation with its real levels on x, a line and 95 % band per dataset, the clean value dashed."
+    if metric not in PLOTTABLE: raise AidetectError(f"{metric!r} is not a metric to plot; one of {', '.join(PLOTTABLE)}")
+    datasets = datasets or [d for d in dict.fromkeys(table['dataset']) if d != 'all']
+    runs = [(n, s) for n, s in dict.fromkeys(zip(table['perturbation'], table['setting']))
+            if n != 'clean' and table.loc[(table['perturbation'] == n) & (table['setting'] == s), metric].notna().any()]
+    if not runs: raise AidetectError(f'no perturbation has a {metric} value to plot')
+    fig, axs = small_multiples(len(runs), cols, panel=(2.9, 2.5), sharey=True)
+    for ax, (n, s) in zip(axs, runs): _robustness_panel(ax, table, metric, n, s, datasets)
+    for ax in axs[::min(cols, len(axs))]: ax.set(ylabel=metric, ylim=(-0.03, 1.03))   # every metric here is a share in [0, 1]
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], color=c, marker='o', label=d) for d, c in zip(datasets, PALETTE)]
+    if table.loc[table['perturbation'] == 'clean', metric].notna().any(): handles.append(Line2D([], [], color='grey', ls='--', label='clean'))
+    ci = ' (band: 95 % bootstrap interval)' if metric in CI_METRICS and f'{metric}_lo' in table else ''
+    fig.suptitle(f'{metric} under each perturbation{ci}', x=0.01, ha='left')
     fig.tight_layout()
+    fig.legend(handles=handles, loc='upper center', bbox_to_anchor=(0.5, 0), ncol=len(handles))   # below, clear of every panel
     return fig
 
 # %% ../nbs/25_robustness.ipynb #a7f5b9d1
-def write_robustness_report(res: RobustnessResult, out) -> dict:
-    "Write `res` to folder `out`: robustness.csv, predictions.csv, unreadable.csv, a plot per metric, reliability.png, report.md."
+def _ran_lines(res: RobustnessResult) -> list:
+    "Report lines that say what ran: each perturbation with its levels and unit, the setting, and the attacks only if any ran."
+    ran = {}
+    for n, l, _ in res.runs or []:
+        if n != 'clean': ran.setdefault(n, []).append(l)
+    if not ran: return ['Only the clean images were run (no perturbation).']
+    img = [n for n in ran if not PERTURBATIONS[n].adversarial]
+    out = ['Perturbations run, with their levels:', '']
+    out += [f"- `{n}`: " + (', '.join(f'{l:g}' for l in dict.fromkeys(ls)) + f' ({PERTURBATIONS[n].unit})' if PERTURBATIONS[n].lo is not None else 'no level')
+            for n, ls in ran.items()]
+    if img: out += ['', "Image perturbations were applied in memory to " + ('only the AI images (setting `fakes-only`; real images untouched)'
+                    if res.setting == 'fakes-only' else 'real and AI images alike (setting `both`)') + ", each image decoded once, "
+                    "then fed through the detector's own preprocessing."]
+    if len(img) < len(ran):
+        import art
+        out += ['', f"Attacks: white-box, L∞, untargeted, ART {art.__version__} ("
+                + '; '.join({'fgsm': 'FGSM', 'pgd': f'PGD {ATTACK_STEPS} steps of ε/4 from the image'}[n] for n in ran if n not in img)
+                + "), on the detector's input after its resize/crop, in [0, 1] pixel space (not rounded to 8 bits); "
+                "`ai-to-real` attacks only the AI images, `real-to-ai` only the real ones; `attack_success`: share of that "
+                "class's correctly classified images that the attack flips (`n_attacked` of them)."]
+    return out
+
+def write_robustness_report(res: RobustnessResult, out, fig_format: str = 'png', dpi: int = 150) -> dict:
+    "Write `res` to folder `out`: robustness.csv, predictions.csv, unreadable.csv, a figure per metric and reliability (as `fig_format` at `dpi`), report.md."
+    fig_format = check_fig_format(fig_format)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     files = dict(table=out/'robustness.csv', predictions=out/'predictions.csv', unreadable=out/'unreadable.csv',
-                 reliability=out/'reliability.png', report=out/'report.md', plots=[])
+                 reliability=out/f'reliability.{fig_format}', report=out/'report.md', plots=[])
     table = res.table
     table.to_csv(files['table'], index=False)
     res.preds.to_csv(files['predictions'], index=False, float_format='%.9g')
     res.unreadable.to_csv(files['unreadable'], index=False)
-    for metric in [*METRICS, 'attack_success']:
-        if table[metric].isna().all(): continue
-        fig = plot_robustness(table, metric, res.datasets); f = out/f'robustness_{metric}.png'
-        fig.savefig(f, dpi=100); plt.close(fig); files['plots'].append(f)
-    fig = plot_reliability(res.preds[res.preds['perturbation'] == 'clean'])
-    fig.savefig(files['reliability'], dpi=100); plt.close(fig)
+    plotted = [m for m in PLOTTABLE if table.loc[table['perturbation'] != 'clean', m].notna().any()]
+    files['plots'] = [save_figure(plot_robustness(table, m, res.datasets), out/f'robustness_{m}', fig_format, dpi) for m in plotted]
+    save_figure(plot_reliability(res.preds[res.preds['perturbation'] == 'clean']), files['reliability'], dpi=dpi)
     info = res.detector.info
-    import art
-    lines = ['# aidetect robustness', '',
-             f"Model: `{info.get('name', 'detector')}` ({info.get('arch', '?')}, {info.get('size', '?')} px). "
-             f"Perturbations were applied in memory to {'only the AI images (setting `fakes-only`; real images untouched)' if res.setting == 'fakes-only' else 'real and AI images alike (setting `both`)'}, "
-             "each image decoded once, then fed through the detector's own preprocessing. Attacks: white-box, L∞, "
-             f"untargeted, ART {art.__version__} (FGSM; PGD {ATTACK_STEPS} steps of ε/4 from the image), on the detector's "
-             "input after its resize/crop, in [0, 1] pixel space (not rounded to 8 bits); `ai-to-real` attacks only the AI "
-             "images, `real-to-ai` only the real ones; `attack_success`: share of that class's correctly classified "
-             "images that the attack flips (`n_attacked` of them).", '',
-             *threshold_lines(res.threshold, info, res.bootstrap, res.seed), '']
+    lines = ['# aidetect robustness', '', f"Model: `{info.get('name', 'detector')}` ({info.get('arch', '?')}, {info.get('size', '?')} px).",
+             '', *_ran_lines(res), '', *threshold_lines(res.threshold, info, res.bootstrap, res.seed), '']
     for d in [*res.datasets, 'all'] if len(res.datasets) > 1 else res.datasets:
         lines += [f'## {d}', '', markdown_table(res.summary(d).drop(columns='dataset')), '']
     lines += ['Every number is recomputed by sklearn from `predictions.csv`; `robustness.csv` has every metric.', '',
               'Test datasets:', ''] + [f"- {n}: `{m['path']}`, {m['n']} images, manifest sha256 `{m['manifest_sha256']}`"
                                        for n, m in res.manifests.items()]
     if len(res.unreadable): lines += ['', f'{len(res.unreadable)} unreadable image(s), left out: see `unreadable.csv`.']
-    lines += [''] + [f'![{p.stem}]({p.name})' for p in files['plots']] + ['', '![reliability, clean](reliability.png)']
+    lines += ['', '## Figures', '', 'A figure per metric: a panel per perturbation, its levels on the x axis, the clean value dashed.', '']
+    lines += [f'![{p.stem}]({p.name})' for p in files['plots']] + ['', f"![reliability, clean]({files['reliability'].name})"]
+    written = [files['table'], files['predictions'], files['unreadable'], *files['plots'], files['reliability'], files['report']]
+    lines += ['', '## Files', '', *[f'- `{p.name}`' for p in written]]
     files['report'].write_text('\n'.join(lines) + '\n')
     return files
 
@@ -420,9 +449,12 @@ def cli_robustness(model: str,   # model path (base name, .json or .safetensors;
                    seed: int = 0,   # seed of the noise and of the resampling
                    bs: int = 64,   # batch size
                    allow_pickle: bool = False,   # allow loading a fastai .pkl (runs code from the file)
-                   device: str = None):   # cpu or cuda (default: cuda if available)
+                   device: str = None,   # cpu or cuda (default: cuda if available)
+                   fig_format: str = 'png',   # figures as png, pdf or svg (vector, for papers)
+                   dpi: int = 150):   # resolution of PNG figures (dots per inch)
     "Re-test a detector on perturbed copies of its test sets (JPEG, WebP, resizing, blur, noise, crop, grayscale, social) and under FGSM/PGD."
     check_range('threshold', threshold, 0, 1); check_range('bs', bs, 1); check_range('bootstrap', bootstrap, 0)
+    fig_format = check_fig_format(fig_format); check_range('dpi', dpi, 10, 2400)
     parse_perturb(perturb)   # a wrong spec fails before the model is loaded
     sets = named_test_sets(model, datasets, names, allow_pickle)
     res = robustness(model, sets, perturb=perturb, fakes_only=fakes_only, threshold=threshold, bootstrap=bootstrap, seed=seed,
@@ -430,7 +462,8 @@ def cli_robustness(model: str,   # model path (base name, .json or .safetensors;
     print(format_table(res.summary()))
     if len(res.unreadable): print(f'{len(res.unreadable)} unreadable image(s): first is {res.unreadable.iloc[0].to_dict()}')
     if report:
-        files = res.save(report)
-        print(f"report: {files['report']} (+ robustness.csv, predictions.csv, {len(files['plots'])} plots, reliability.png)")
+        files = res.save(report, fig_format, dpi)
+        other = [files[k].name for k in ('table', 'predictions', 'unreadable')] + [p.name for p in files['plots']]
+        print(f"report: {files['report']} (+ {', '.join(other + [files['reliability'].name])})")
 
 cli_robustness.epilog = PERTURB_HELP

@@ -165,3 +165,52 @@ def test_leaky_imports_are_caught_by_pixels_not_metadata(tmp_path, leak):
     assert t.mismatched_groups.max() == 0 and t.n_real['pixels'] == t.n_ai['pixels'] == 32
     for f in ('audit_spectra_ds.png', 'audit_gallery_ds.png', 'audit_ds.png'): assert (tmp_path / 'rep' / f).exists()
     assert '| ds | leak | pixels |' in (tmp_path / 'rep' / 'audit.md').read_text()
+
+
+MAGIC = {'png': b'\x89PNG', 'pdf': b'%PDF'}
+
+
+def _is_format(path, fmt) -> bool:
+    "Whether the file at `path` starts as a `fmt` file does (SVG: an XML or svg tag)."
+    head = path.read_bytes()[:200]
+    return head.lstrip().startswith((b'<?xml', b'<svg')) if fmt == 'svg' else head.startswith(MAGIC[fmt])
+
+
+def test_audit_plot_shows_shares_of_each_class_with_labelled_axes(tmp_path):
+    "12 real and 4 AI images of identical files look identical as shares; whole numbers are bars; bytes per pixel is marked."
+    import matplotlib.pyplot as plt
+    from aidetect.audit import PLOTTED, plot_properties
+    with DatasetWriter(tmp_path / 'ds') as w:
+        for i in range(16):
+            lab = 'real' if i < 12 else 'ai'
+            path = real_path(f'{i}.jpg') if lab == 'real' else ai_path('gen', f'{i}__v0.jpg')
+            w.write_file(path, encode_image(_noise(i % 4, 48, 32), 'JPEG', quality=90),
+                         dict(label=lab, group=str(i), domain='d', generator='gen' if lab == 'ai' else ''))
+    meta = audit(tmp_path / 'ds', bootstrap=0).meta
+    fig = plot_properties(meta, 'ds')
+    axs = {ax.get_xlabel(): ax for ax in fig.axes}
+    assert set(axs) == set(PLOTTED.values()) and all(ax.get_ylabel() == 'share of the class' for ax in fig.axes)
+    q = axs[PLOTTED['quality']]
+    assert [t.get_text() for t in q.get_xticklabels()] == ['90']                 # one bar, not an axis from 89.6 to 90.4
+    assert [p.get_height() for p in q.patches] == [1.0, 1.0]                       # shares: 12 real and 4 AI look alike
+    assert [p.get_height() for p in axs[PLOTTED['format']].patches] == [1.0, 1.0]
+    assert 'not used by the classifier' in axs[PLOTTED['bytes_per_pixel']].get_title()
+    assert 'real (12 images)' in [t.get_text() for t in fig.legends[0].get_texts()]
+    plt.close(fig)
+
+
+@pytest.mark.parametrize('fmt', ['svg', 'pdf'])
+def test_audit_report_figures_in_the_format_asked_and_every_file_listed(tmp_path, fmt, capsys):
+    from aidetect.audit import cli_audit
+    ds = _dataset(tmp_path / 'ds', 6)
+    cli_audit(str(ds), report=str(tmp_path / 'rep'), bootstrap=0, pixels=True, fig_format=fmt, dpi=60)
+    out = capsys.readouterr().out
+    figs = [p for p in (tmp_path / 'rep').iterdir() if p.suffix not in ('.csv', '.md')]
+    assert len(figs) == 3 and all(p.suffix == f'.{fmt}' and _is_format(p, fmt) for p in figs)   # properties, spectra, gallery
+    md = (tmp_path / 'rep' / 'audit.md').read_text()
+    written = sorted(p.name for p in (tmp_path / 'rep').iterdir())
+    assert [n for n in written if f'`{n}`' not in md] == []                    # audit.md names every file
+    assert [n for n in written if n != 'audit.md' and n not in out] == []       # and so does the summary line
+    with pytest.raises(Exception, match='--fig-format must be one of png, pdf, svg'):
+        cli_audit(str(ds), report=str(tmp_path / 'rep2'), fig_format='jpg')
+    assert not (tmp_path / 'rep2').exists()

@@ -174,3 +174,62 @@ def test_a_multi_generator_test_set_is_broken_down_per_generator_with_its_kind(t
     files = write_report(res, tmp_path, audit=False)
     assert pd.read_csv(files['by_generator']).generator.tolist() == ['sd', 'identity']
     assert '## Per generator' in files['report'].read_text()
+
+
+def _two_sets(tmp_path, seed=0):
+    "An `EvalResult` of random predictions on two small test sets (one with P(AI) exactly 0 and 1), no model needed."
+    from types import SimpleNamespace
+    from aidetect.evaluate import EvalResult
+    rng = np.random.default_rng(seed)
+    parts = []
+    for name, n in (('a', 20), ('b', 12)):
+        y = np.arange(n) % 2
+        p = np.clip(y * 0.6 + rng.uniform(0, 0.4, n), 0, 1)
+        p[:2] = [0.0, 1.0]
+        parts.append(pd.DataFrame(dict(path=[f'{name}{i}' for i in range(n)], label=np.where(y, 'ai', 'real'), prob_ai=p,
+                                       dataset=name, category='', domain='d', generator='', kind='', group=[str(i) for i in range(n)])))
+    preds = pd.concat(parts, ignore_index=True)
+    return EvalResult(preds, 0.5, SimpleNamespace(info={}), pd.DataFrame(columns=['dataset', 'path', 'reason']),
+                      {k: dict(path=str(tmp_path), n=20, manifest_sha256='-') for k in ('a', 'b')}, bootstrap=0)
+
+
+@pytest.mark.parametrize('fmt', ['png', 'pdf', 'svg'])
+def test_report_figures_are_written_in_the_format_asked_and_listed(tmp_path, fmt):
+    from aidetect.evaluate import write_report
+    files = write_report(_two_sets(tmp_path), tmp_path / 'r', audit=False, fig_format=fmt, dpi=60)
+    figs = sorted(p.name for p in (tmp_path / 'r').iterdir() if p.suffix not in ('.csv', '.md'))
+    assert figs == sorted(f'{n}.{fmt}' for n in ('confusion_a', 'confusion_b', 'reliability', 'roc_pr'))
+    head = {p: (tmp_path / 'r' / p).read_bytes()[:100] for p in figs}
+    ok = {'png': lambda h: h.startswith(b'\x89PNG'), 'pdf': lambda h: h.startswith(b'%PDF'),
+          'svg': lambda h: h.lstrip().startswith((b'<?xml', b'<svg'))}[fmt]
+    assert all(ok(h) for h in head.values()), head
+    md = files['report'].read_text()
+    assert [p.name for p in (tmp_path / 'r').iterdir() if f'`{p.name}`' not in md] == []
+
+
+def test_eval_refuses_a_bad_figure_format_or_dpi_before_any_work(tmp_path):
+    from aidetect.core import AidetectError
+    from aidetect.evaluate import cli_eval
+    with pytest.raises(AidetectError, match='--fig-format must be one of png, pdf, svg'):
+        cli_eval(str(tmp_path / 'no-model'), str(tmp_path), report=str(tmp_path / 'r'), fig_format='jpeg')
+    with pytest.raises(AidetectError, match=r'dpi must be in \[10, 2400\]'):
+        cli_eval(str(tmp_path / 'no-model'), str(tmp_path), report=str(tmp_path / 'r'), dpi=0)
+    assert not (tmp_path / 'r').exists()
+
+
+def test_reliability_is_a_panel_per_dataset_with_bin_counts_and_nothing_clipped(tmp_path):
+    import matplotlib.pyplot as plt
+    from aidetect.evaluate import plot_reliability
+    res = _two_sets(tmp_path)
+    fig = plot_reliability(res.preds)
+    curves, counts = fig.axes[::2], fig.axes[1::2]
+    assert [ax.get_title().split(':')[0] for ax in curves] == ['a', 'b']          # one panel each, never on top of each other
+    for ax, cax, (name, d) in zip(curves, counts, res.preds.groupby('dataset')):
+        y = (d.label == 'ai').astype(int)
+        share, mean_p = calibration_curve(y, d.prob_ai, n_bins=15)                 # sklearn, the independent reference
+        line = ax.lines[1]
+        np.testing.assert_allclose(line.get_xdata(), mean_p); np.testing.assert_allclose(line.get_ydata(), share)
+        assert not line.get_clip_on() and ax.get_ylim()[0] < 0 and ax.get_ylim()[1] > 1 and ax.get_xlim()[1] > 1
+        assert sum(p.get_height() for p in cax.patches) == len(d)                  # every image in a bin below
+        assert ax.get_ylabel() and cax.get_xlabel() and cax.get_ylabel()
+    plt.close(fig)

@@ -240,3 +240,40 @@ def test_unreadable_images_are_listed_not_fatal(example, tmp_path):
     res = robustness(model, {'broken': ds}, 'blur:1', bootstrap=0, progress=False)
     assert sorted(res.unreadable.path) == sorted(m.path[:2])
     assert res.table.set_index(['perturbation', 'dataset']).loc[('blur', 'broken'), 'n'] == len(m) - 2
+
+
+def test_plots_put_the_real_levels_on_x_and_never_a_threshold(reports):
+    import matplotlib.pyplot as plt
+    from aidetect.robustness import plot_robustness
+    names = {p.name for p in (reports / 'rob').iterdir()}
+    assert not any('threshold' in n for n in names)                                # a threshold is not a score
+    t = pd.read_csv(reports / 'rob' / 'robustness.csv')
+    fig = plot_robustness(t, 'accuracy')
+    axs = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert set(axs) == {'jpeg', 'noise', 'grayscale', 'social', 'fgsm ai-to-real', 'fgsm real-to-ai', 'pgd ai-to-real',
+                        'pgd real-to-ai'}                                           # one panel per perturbation (and attack side)
+    assert list(axs['jpeg'].get_xticks()) == [30, 50] and axs['jpeg'].xaxis_inverted()   # quality 30 (stronger) on the right
+    assert [t.get_text() for t in axs['noise'].get_xticklabels()] == ['5']
+    assert all(ax.get_xlabel() for ax in axs.values()) and fig.axes[0].get_ylabel() == 'accuracy'
+    j = t[(t.perturbation == 'jpeg') & (t.dataset == 'textures')].sort_values('level')
+    line = axs['jpeg'].lines[2]                                                     # the second dataset's line, after its
+    assert list(line.get_xdata()) == [30, 50] and np.allclose(line.get_ydata(), j.accuracy)   # first dataset's clean line
+    clean = t[(t.perturbation == 'clean') & (t.dataset == 'textures')].accuracy.item()
+    assert axs['jpeg'].lines[3].get_ydata()[0] == clean and axs['jpeg'].lines[3].get_linestyle() == '--'
+    assert len(axs['jpeg'].collections) == 2                                        # a bootstrap band per dataset
+    with pytest.raises(Exception, match="'oracle_threshold' is not a metric to plot"): plot_robustness(t, 'oracle_threshold')
+    plt.close(fig)
+
+
+def test_report_lists_every_file_and_describes_only_what_ran(reports, example, tmp_path):
+    md = (reports / 'rob' / 'report.md').read_text()
+    assert [p.name for p in (reports / 'rob').iterdir() if f'`{p.name}`' not in md] == []
+    assert 'FGSM' in md and 'PGD' in md                                             # attacks ran here ...
+    res = robustness(*example, perturb='blur:1,2', bootstrap=0, progress=False)
+    files = res.save(tmp_path / 'r', 'svg', 60)
+    md = files['report'].read_text()
+    assert not any(w in md for w in ('FGSM', 'PGD', 'white-box', 'ai-to-real'))       # ... and are not described where none did
+    assert '- `blur`: 1, 2 (σ in px)' in md
+    figs = [p for p in (tmp_path / 'r').iterdir() if p.suffix not in ('.csv', '.md')]
+    assert figs and all(p.suffix == '.svg' and p.read_bytes()[:200].lstrip().startswith((b'<?xml', b'<svg')) for p in figs)
+    assert [p.name for p in (tmp_path / 'r').iterdir() if f'`{p.name}`' not in md] == []
