@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Patch, Rectangle
 from fastcore.meta import delegates
 from .core import AidetectError, atomic_path, check_range, sha256_file
+from .plots import styled, save_figure
 from .dataset import (LABELS, DatasetLock, DatasetWriter, dataset_root, group_keys, load_datasets,
                               manifest_hash, read_manifest, split_groups)
 from .process import this_process
@@ -248,6 +249,7 @@ def sequence_grid(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     g = table.pivot(index='dataset', columns='model', values=metric)
     return g.loc[list(dict.fromkeys(table['dataset'])), list(dict.fromkeys(table['model']))]
 
+@styled
 def sequence_heatmaps(table: pd.DataFrame, metrics=SEQUENCE_METRICS, cols: int = 2):
     "The study's figure: one heatmap per metric, steps across, test sets up (first at the bottom), in-distribution cells outlined."
     ids = sequence_grid(table, 'in_distribution').astype(bool).to_numpy()
@@ -281,7 +283,7 @@ def write_sequence_report(res, out) -> dict:
     table = res.table if isinstance(res, SequenceResult) else res
     files = dict(table=out/'sequence_eval.csv', figure=out/'sequence.png')
     table.to_csv(files['table'], index=False, float_format='%.9g')
-    fig = sequence_heatmaps(table); fig.savefig(files['figure'], dpi=120); plt.close(fig)
+    save_figure(sequence_heatmaps(table), files['figure'], dpi=120)
     if not isinstance(res, SequenceResult): return files
     files['predictions'] = out/'predictions.csv'
     res.preds.to_csv(files['predictions'], index=False, float_format='%.9g')

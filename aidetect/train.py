@@ -6,7 +6,8 @@ Docs: https://aidetect.github.io/aidetect/train.html.md"""
 
 # %% ../nbs/20_train.ipynb #c9c1ed7f
 from __future__ import annotations
-from .core import AidetectError, check_range, progress_bars, atomic_path   # first: it hides known third-party warnings before fastai is imported
+from .core import AidetectError, check_range, progress_bars
+from .plots import styled, save_figure   # first: it hides known third-party warnings before fastai is imported
 import contextlib, dataclasses, inspect, io, json, os, shutil, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
 from typing import Annotated
@@ -423,6 +424,7 @@ def info(self: TrainRun, learn: Learner) -> dict:
                           for k, v in s.items() if k not in ('device', 'workers')},
                 versions=_versions(), git_commit=_git_commit(), created=time.strftime('%Y-%m-%dT%H:%M:%S'))
 
+@styled
 def plot_training(run: TrainRun, history: list) -> plt.Figure:
     "lr_find's curve (with the rate used) and the train/valid loss of each recorded epoch, side by side."
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -437,8 +439,6 @@ def plot_training(run: TrainRun, history: list) -> plt.Figure:
     if run.kept_epoch is not None: b.axvline(run.kept_epoch, ls=':', c='k', lw=1, label=f'kept ({run.kept_epoch})')
     unit = 'evaluation step' if run.schedule.get('eval_every') else 'epoch'
     b.set(xlabel=unit, ylabel='loss', title='losses', xticks=x); b.legend(frameon=False)
-    for ax in (a, b): ax.spines[['top', 'right']].set_visible(False)
-    fig.tight_layout()
     return fig
 
 def export_detector(learn: Learner, out, pickle: bool = False) -> dict:
@@ -447,9 +447,7 @@ def export_detector(learn: Learner, out, pickle: bool = False) -> dict:
     base = out.with_suffix('') if out.suffix in ('.pkl', '.json', '.safetensors') else out
     info = learn.facts.info(learn)
     files = dict(save_detector(learn.model, info, base), card=write_model_card(info, base))
-    fig = plot_training(learn.facts, info['history'])
-    with atomic_path(Path(f'{base}.training.png')) as tmp: fig.savefig(tmp, format='png', dpi=150)
-    plt.close(fig); files['training'] = Path(f'{base}.training.png')
+    files['training'] = save_figure(plot_training(learn.facts, info['history']), f'{base}.training.png')
     if not pickle: return files
     old, learn.path = learn.path, base.parent
     try: learn.export(base.name + '.pkl')
