@@ -10,6 +10,7 @@ from __future__ import annotations
 import os, sys, time
 from pathlib import Path
 
+from PIL import Image
 from .core import AidetectError, check_range
 from .images import BadImage, open_image
 from .detector import Detector, load_detector, model_files
@@ -74,7 +75,9 @@ def check_upload(file, max_pixels: int = DEFAULT_MAX_PIXELS, max_mb: float = DEF
     if size_mb > max_mb: return None, f'**Not checked**: the file is {size_mb:.1f} MB; the limit is {max_mb:g} MB.'
     try: im = open_image(path, max_pixels=max_pixels)
     except BadImage as e:
-        why = {**WHY, 'too-large': f'the image has more than {max_pixels:,} pixels'}.get(e.reason, e.reason)
+        # PIL's bomb guard fires above its MAX_IMAGE_PIXELS, before our limit is read: under that, it is our limit's case
+        ours = e.reason == 'too-large' or (e.reason == 'decompression-bomb' and max_pixels <= Image.MAX_IMAGE_PIXELS)
+        why = f'the image has more than {max_pixels:,} pixels' if ours else WHY.get(e.reason, e.reason)
         return None, f'**Not checked**: {why}.'
     if min(im.size) < min_side:
         return None, (f'**Not checked**: the image is {im.width}×{im.height} px; it needs at least {min_side} px on '

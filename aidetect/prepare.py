@@ -7,19 +7,20 @@ Docs: https://aidetect.github.io/aidetect/prepare.html.md"""
 
 # %% ../nbs/26_prepare.ipynb #0571f540
 from __future__ import annotations
-import json, os
+import json, os, shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
 from PIL import Image
-from .core import AidetectError, check_range
+from .core import AidetectError, check_range, write_bytes_atomic
 from .images import BadImage, encode_image, open_image, source_style
-from .dataset import DatasetWriter, manifest_hash, merge_parts, read_manifest, read_rejected
+from .dataset import (DatasetLock, DatasetWriter, manifest_hash, merge_parts, read_manifest, read_rejected,
+                              remove_temp_files)
 
 # %% auto #0
-__all__ = ['PREPARED', 'shrink', 'prepared_bytes', 'prepare_dataset', 'cli_prepare']
+__all__ = ['PREPARED', 'shrink', 'prepared_bytes', 'check_room', 'prepare_dataset', 'cli_prepare']
 
 # %% ../nbs/26_prepare.ipynb #269fd5d4
 PREPARED = 'prepared.json'
@@ -49,6 +50,15 @@ def _check_out(out: Path, root: Path, size: int):
             raise AidetectError(f"{out} holds a copy of {old.get('source')} prepared at {old.get('size')} px; "
                                 f"use another --out for {root} at {size} px")
 
+def check_room(out, files, free: int | None = None):
+    "Refuse to start when `out`'s disk has less room than `files` take: a shrunk image is smaller than its source, a kept one equal."
+    need = sum(f.stat().st_size for f in map(Path, files) if f.is_file())   # a missing file is rejected, not written
+    free = shutil.disk_usage(out).free if free is None else free
+    if need > free:
+        raise AidetectError(f'{out} needs up to {need / 2**20:,.1f} MB for {len(files)} image(s) (their source files) '
+                            f'but {free / 2**20:,.1f} MB are free there: make room or use another --out')
+    return need
+
 def prepare_dataset(source, out, size: int = 448, workers: int | None = None, progress: bool = True) -> pd.DataFrame:
     "Copy dataset `source` into `out` with every image shrunk to a shorter side of `size` px; returns the new manifest."
     from tqdm.auto import tqdm
@@ -57,14 +67,15 @@ def prepare_dataset(source, out, size: int = 448, workers: int | None = None, pr
     src = read_manifest(source)
     root, out = Path(src.attrs['root']), Path(out)
     _check_out(out, root, size)
-    out.mkdir(parents=True, exist_ok=True)
-    (out/PREPARED).write_text(json.dumps(dict(source=str(root), source_manifest_sha256=manifest_hash(root), size=size,
-                                              filter='lanczos'), indent=1))
     def work(r):
         try: return r, *prepared_bytes(root/r['path'], size), None
         except (BadImage, OSError) as e: return r, None, None, e
-    with DatasetWriter(out) as w, ThreadPoolExecutor(workers or os.cpu_count() or 1) as ex:   # PIL releases the GIL
+    with DatasetLock(out), DatasetWriter(out) as w, ThreadPoolExecutor(workers or os.cpu_count() or 1) as ex:   # PIL releases the GIL
+        remove_temp_files(out)   # what a killed run left half-written
         todo = [r for r in src.to_dict('records') if not w.has(r['path'])]   # a rerun goes on where it stopped
+        check_room(out, [root/r['path'] for r in todo])
+        write_bytes_atomic(out/PREPARED, json.dumps(dict(source=str(root), source_manifest_sha256=manifest_hash(root),
+                                                         size=size, filter='lanczos'), indent=1).encode())
         bar = tqdm(total=len(todo), desc='preparing', unit='image', disable=not progress, leave=False)
         for i in range(0, len(todo), 256):   # in chunks: a slow image holds back at most a chunk of finished ones
             for r, data, how, err in ex.map(work, todo[i:i + 256]):
@@ -75,7 +86,8 @@ def prepare_dataset(source, out, size: int = 448, workers: int | None = None, pr
                 w.write_file(r['path'], data, {**r, 'resample': '+'.join(x for x in (r['resample'], how) if x),
                                                'source_path': r['path'], 'source_sha256': r['sha256']})
         bar.close()
-    return merge_parts(out)
+        return merge_parts(out)
+
 
 # %% ../nbs/26_prepare.ipynb #bc994b70
 def cli_prepare(dataset: str,   # dataset folder (or its manifest.csv)

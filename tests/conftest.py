@@ -1,4 +1,5 @@
-"""Shared fixtures: a private model cache, the tiny generator, small image folders and datasets."""
+"""Shared fixtures: offline as a user is offline, a private model cache, the tiny generator, small image folders and
+datasets (the examples' cache), a detector that has learnt them."""
 import atexit, io, os, shutil, sys, subprocess, tempfile
 from pathlib import Path
 
@@ -7,6 +8,21 @@ if 'AIDETECT_CACHE' not in os.environ:  # a private model cache per test session
     os.environ['AIDETECT_CACHE'] = tempfile.mkdtemp(prefix='aidetect-test-cache-')
     atexit.register(shutil.rmtree, os.environ['AIDETECT_CACHE'], ignore_errors=True)
 os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')
+
+# Offline the way a user is offline, whatever this machine has: no warm Hugging Face, torch or Kaggle caches or
+# credentials (empty homes), the Hub in offline mode, and every proxy pointing at a closed local port, so a request
+# that leaves the machine fails at once, as without a network. Local servers (the fake OpenAI API, the app) stay
+# reachable. Set at import: huggingface_hub reads its settings once, when it is first imported.
+_HOMES = tempfile.mkdtemp(prefix='aidetect-test-homes-')
+atexit.register(shutil.rmtree, _HOMES, ignore_errors=True)
+NOWHERE = 'http://127.0.0.1:9'   # the discard port: nothing listens
+OFFLINE = {'HF_HOME': f'{_HOMES}/hf', 'TORCH_HOME': f'{_HOMES}/torch', 'KAGGLE_CONFIG_DIR': f'{_HOMES}/kaggle',
+           'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1',
+           **{k: NOWHERE for k in ('HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'http_proxy', 'https_proxy', 'all_proxy')},
+           **{k: '127.0.0.1,localhost,::1' for k in ('NO_PROXY', 'no_proxy')}}
+for _k in ('HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'KAGGLE_USERNAME', 'KAGGLE_KEY', 'OPENAI_API_KEY', 'OPENAI_BASE_URL'):
+    os.environ.pop(_k, None)
+os.environ.update(OFFLINE)
 
 import numpy as np
 import pytest
@@ -44,6 +60,16 @@ def noise_image(w=64, h=48, seed=0, mode='RGB'):
     return Image.fromarray(a).convert(mode)
 
 
+@pytest.fixture(scope='session', autouse=True)
+def offline():
+    "Every test runs offline (set above, at import); checked once, so a plugin or import that came first can't undo it."
+    import huggingface_hub.constants as hub, urllib.request
+    for k, v in OFFLINE.items(): assert os.environ.get(k) == v, (k, os.environ.get(k))
+    assert hub.HF_HUB_OFFLINE and Path(hub.HF_HOME) == Path(OFFLINE['HF_HOME']), 'huggingface_hub was imported before conftest'
+    assert urllib.request.getproxies()['https'] == NOWHERE and urllib.request.proxy_bypass('127.0.0.1')
+    return OFFLINE
+
+
 @pytest.fixture(scope='session')
 def tiny_backend():
     from aidetect.gen.backends import SDBackend
@@ -62,11 +88,17 @@ def photo_folder(tmp_path):
 
 
 @pytest.fixture(scope='session')
-def demo_data(tmp_path_factory, tiny_backend):
-    "The demo's three small datasets (scenes-train, scenes-test, textures)."
-    from aidetect.demo import make_demo_datasets
-    return make_demo_datasets(tmp_path_factory.mktemp('demo'), per_photo=4, steps=3, size=64,
-                              backend=tiny_backend, progress=False)
+def demo_data():
+    "The demo's three small datasets (scenes-train, scenes-test, textures): the examples' cache, built once per run. Read only."
+    from aidetect.demo import example_datasets
+    return example_datasets(per_photo=4, steps=3, size=64)
+
+
+@pytest.fixture(scope='session')
+def example_cnn(demo_data):
+    "The .json of a small CNN trained on scenes-train that separates the example data (`aidetect.demo.example_cnn`)."
+    from aidetect.demo import example_cnn
+    return example_cnn()
 
 
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')

@@ -20,14 +20,17 @@ def _error(status, code, message, param=None, type='invalid_request_error', **ex
     return status, {'error': dict(message=message, type=type, param=param, code=code, **extra)}
 
 
+DROP = 'drop the connection'
 REFUSAL = _error(400, 'moderation_blocked', 'Your request was rejected by the safety system. safety_violations=[violence].',
                  type='image_generation_user_error', moderation_details={'moderation_stage': 'input', 'categories': ['violence']})
+POLICY = _error(400, 'content_policy_violation', 'Your request was rejected as a result of our safety system. Your prompt may '
+                'contain text that is not allowed by our safety system.')
 
 
 class ImagesAPI(BaseHTTPRequestHandler):
     """POST /v1/images/edits and /v1/images/variations, checked the way the API checks them (models, sizes, parameters,
     MIME types); the answer is the input image at the size asked for, with a little noise, as PNG.
-    `server.answer(n, fields)` may return (status, body[, headers]) instead, for the n-th request (from 1)."""
+    `server.answer(n, fields)` may return (status, body[, headers]) instead, for the n-th request (from 1), or DROP."""
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers['Content-Length']))
@@ -38,6 +41,7 @@ class ImagesAPI(BaseHTTPRequestHandler):
         srv = self.server
         with srv.lock: srv.requests.append((self.path, self.headers.get('Authorization'), fields)); n = len(srv.requests)
         scripted = srv.answer(n, fields) if srv.answer else None
+        if scripted == DROP: self.close_connection = True; return   # hang up without an answer
         self._send(*(scripted or self._answer(fields)))
 
     def _answer(self, f):
@@ -135,17 +139,61 @@ def test_a_429_is_retried_by_the_client_and_the_image_kept(api, photo_folder, tm
     assert s.done == 2 and len(api.requests) == 3 and not len(read_rejected(tmp_path / 'ds'))
 
 
-def test_a_refusal_is_recorded_with_the_api_words_and_retried_as_asked(api, photo_folder, tmp_path):
+@pytest.mark.parametrize('refusal, words', [(REFUSAL, 'rejected by the safety system. safety_violations=[violence].'),
+                                             (POLICY, 'is not allowed by our safety system.')], ids=['moderation_blocked', 'content_policy_violation'])
+def test_a_refusal_is_recorded_with_the_api_words_and_retried_as_asked(api, photo_folder, tmp_path, refusal, words):
+    "A 400 from the safety system skips that photo with the API's words in rejected.csv; the run carries on."
     Image.new('RGB', (64, 48), (250, 0, 0)).save(photo_folder / 'cat' / 'c1.jpg', quality=80)   # what the fake refuses
-    api.answer = lambda n, f: REFUSAL if np.asarray(Image.open(io.BytesIO(f['image']))).mean(axis=(0, 1))[1] < 30 else None
+    api.answer = lambda n, f: refusal if np.asarray(Image.open(io.BytesIO(f['image']))).mean(axis=(0, 1))[1] < 30 else None
     out = tmp_path / 'ds'
     s = _run(photo_folder, out, _backend(api), max_retries=2)
     rej = read_rejected(out)
     assert s.done == 5 and s.blacked_out == 1 and len(api.requests) == 5 + 3      # the refused one: 1 try + 2 retries
     assert rej.path.tolist() == ['ai/gpt-image-2.6-sunburst/cat/c1__v0'] and rej.reason.tolist() == ['safety-refusal']
-    assert 'rejected by the safety system. safety_violations=[violence]. (3 times); no variation kept' in rej.detail[0]
+    assert f'{words} (3 times); no variation kept' in rej.detail[0]
     assert 'seed' not in rej.detail[0]
     assert _run(photo_folder, out, _backend(api), max_retries=2).done == 0 and len(api.requests) == 8   # given up: done
+
+
+@pytest.mark.parametrize('type, code', [('insufficient_quota', 'insufficient_quota'), ('insufficient_quota', 'credit_balance_exhausted')])
+def test_an_account_out_of_quota_stops_at_once_with_one_line_about_billing(api, photo_folder, tmp_path, type, code):
+    "A billing 429 is not retried (waiting cannot help), although the client retries other 429s; finished images stay."
+    api.answer = lambda n, f: _error(429, code, 'You exceeded your current quota, please check your plan and billing details.',
+                                     type=type) if n > 2 else None
+    out = tmp_path / 'ds'
+    line = _one_line(_variations(api.url, photo_folder, out, '--batch-size', '1', '--api-retries', '3'))
+    assert f'out of quota or credit (HTTP 429, {code}: You exceeded your current quota' in line and 'billing' in line
+    assert len(api.requests) == 3 and (read_manifest(out).label == 'ai').sum() == 2 and not len(read_rejected(out))
+    api.answer = None
+    assert _run(photo_folder, out, _backend(api), batch_size=1).done == 4 and len(api.requests) == 7
+
+
+def test_a_wrong_api_key_stops_with_one_line_naming_openai_api_key(api, photo_folder, tmp_path):
+    api.answer = lambda n, f: _error(401, 'invalid_api_key', 'Incorrect API key provided: sk-test. You can find your API key '
+                                     'at https://platform.openai.com/account/api-keys.')
+    out = tmp_path / 'ds'
+    line = _one_line(_variations(api.url, photo_folder, out, '--batch-size', '1', '--api-retries', '3'))
+    assert line.endswith('OpenAI refused the API key (HTTP 401: Incorrect API key provided: sk-test. You can find your API key '
+                         'at https://platform.openai.com/account/api-keys.): check OPENAI_API_KEY')
+    assert len(api.requests) == 1 and not len(read_rejected(out))                                  # a 401 is not retried
+
+
+def test_a_dropped_connection_is_retried_then_stops_with_a_clear_line(api, photo_folder, tmp_path):
+    out = tmp_path / 'ds'
+    api.answer = lambda n, f: DROP if n == 1 else None                  # one dropped connection: retried, the image kept
+    assert _run(photo_folder, out, _backend(api), batch_size=1, limit=2).done == 2 and len(api.requests) == 3
+    api.answer = lambda n, f: DROP                                      # the line stays down
+    line = _one_line(_variations(api.url, photo_folder, out, '--batch-size', '1', '--limit', '3'))
+    assert 'could not reach the OpenAI API after 1 retries (Connection error.)' in line and 'check the network' in line
+    assert len(api.requests) == 3 + 2 and (read_manifest(out).label == 'ai').sum() == 2
+
+
+def test_a_rate_limit_that_lasts_says_to_ask_less_at_once(api, photo_folder, tmp_path):
+    api.answer = lambda n, f: (*_error(429, 'rate_limit_exceeded', 'Rate limit reached for images per minute.', type='requests'),
+                               {'retry-after-ms': '10'})
+    line = _one_line(_variations(api.url, photo_folder, tmp_path / 'ds', '--batch-size', '1', '--limit', '1'))
+    assert 'kept failing after 1 retries (HTTP 429: Rate limit reached for images per minute.)' in line
+    assert line.endswith('lower --requests-per-minute or --batch-size') and len(api.requests) == 2   # retried once, as asked
 
 
 def test_a_removed_model_stops_with_one_line_and_a_current_model_finishes(api, photo_folder, tmp_path):

@@ -32,7 +32,7 @@ Docs: https://aidetect.github.io/aidetect/gen_backends.html.md"""
 
 # %% ../../nbs/11_gen_backends.ipynb #7b1c408a
 from __future__ import annotations
-import base64, io, math, os, re, threading, time, warnings
+import base64, io, json, math, os, re, threading, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from dataclasses import dataclass
@@ -45,10 +45,11 @@ from .pipeline import DEFAULT_MODEL, DEFAULT_REVISION, PRESETS, load_pipeline
 
 # %% auto #0
 __all__ = ['SETTING_NAMES', 'CONDITIONINGS', 'OPENAI_MODEL', 'VARIATION_PROMPT', 'RETIRED', 'GPT_IMAGE_SIZES', 'DALLE2_SIZES',
-           'REFUSAL_CODES', 'INPUT_FIDELITY', 'QUALITIES', 'Variation', 'is_blackout', 'generation_size',
-           'size_at_least', 'GenSettings', 'Backend', 'card_conditioning', 'SDBackend', 'model_family', 'retired_on',
-           'model_gone', 'free_size', 'nearest_size', 'api_words', 'is_refusal', 'stop_error', 'input_png',
-           'response_image', 'RateLimiter', 'OpenAIBackend']
+           'REFUSAL_CODES', 'BILLING_CODES', 'INPUT_FIDELITY', 'QUALITIES', 'Variation', 'is_blackout',
+           'generation_size', 'size_at_least', 'GenSettings', 'Backend', 'card_conditioning', 'SDBackend',
+           'model_family', 'retired_on', 'model_gone', 'free_size', 'nearest_size', 'api_words', 'is_refusal',
+           'is_billing', 'no_retry_on_billing', 'stop_error', 'input_png', 'response_image', 'RateLimiter',
+           'OpenAIBackend']
 
 # %% ../../nbs/11_gen_backends.ipynb #bb7ffc9e
 @dataclass
@@ -259,6 +260,8 @@ def nearest_size(width: int, height: int, sizes) -> tuple[int, int]:
 
 # %% ../../nbs/11_gen_backends.ipynb #7c0f4e7a
 REFUSAL_CODES = ('moderation_blocked', 'content_policy_violation')   # the safety system's: GPT image models, DALL·E
+BILLING_CODES = ('insufficient_quota', 'credit_balance_exhausted', 'organization_spend_limit_exceeded',
+                 'project_spend_limit_exceeded', 'organization_usage_limit_exceeded')   # 429s that waiting does not fix
 
 def api_words(e) -> str:
     "What the API said in error `e`, on one line."
@@ -270,18 +273,32 @@ def is_refusal(e) -> bool:
     "Did the safety system refuse the request (rather than the request being wrong)?"
     return getattr(e, 'status_code', None) == 400 and getattr(e, 'code', None) in REFUSAL_CODES
 
+def is_billing(status, error: dict) -> bool:
+    "Is an answer with `status` and body `error` (the API's `error` object) about credit or spending limits?"
+    return status == 429 and (error.get('type') == 'insufficient_quota' or error.get('code') in BILLING_CODES)
+
+def no_retry_on_billing(response):
+    "An httpx response hook: a billing 429 gets `x-should-retry: false`, so the client does not retry it."
+    if response.status_code != 429: return
+    try: error = json.loads(response.read()).get('error') or {}
+    except (ValueError, AttributeError): return
+    if is_billing(429, error): response.headers['x-should-retry'] = 'false'
+
 def stop_error(e, model: str, retries: int) -> AidetectError:
     "The one-line error that ends a run after the API answered `e`, anything but a safety refusal."
     status, code, param, said = getattr(e, 'status_code', None), getattr(e, 'code', None), getattr(e, 'param', None), api_words(e)
     if status == 404 and code == 'model_not_found': return model_gone(model, said)
-    if status == 401: return AidetectError(f'OpenAI refused the API key ({said}): set OPENAI_API_KEY to a valid key')
-    if code == 'insufficient_quota':
-        return AidetectError(f'the OpenAI account has no quota left ({said}); finished images are kept: add credit, then '
-                             'rerun the same command')
-    if status is None or status in (408, 409, 429) or status >= 500:   # what the client retries (None: no answer at all)
-        what = f'HTTP {status}: {said}' if status else said
-        return AidetectError(f'the OpenAI API kept failing after {retries} retries ({what}); finished images are kept; '
-                             'rerun the same command later' + (', or lower --requests-per-minute' if status == 429 else ''))
+    if status == 401: return AidetectError(f'OpenAI refused the API key (HTTP 401: {said}): check OPENAI_API_KEY')
+    if is_billing(status, dict(type=getattr(e, 'type', None), code=code)):
+        return AidetectError(f'the OpenAI account is out of quota or credit (HTTP 429, {code}: {said}); finished images '
+                             'are kept: check billing and limits (platform.openai.com), then rerun the same command')
+    if status is None:   # no answer at all: the connection was refused, dropped or timed out
+        return AidetectError(f'could not reach the OpenAI API after {retries} retries ({said}); finished images are kept; '
+                             'check the network (and --base-url), then rerun the same command')
+    if status in (408, 409, 429) or status >= 500:   # what the client retries
+        return AidetectError(f'the OpenAI API kept failing after {retries} retries (HTTP {status}: {said}); finished images '
+                             'are kept; rerun the same command later' + (', asking less at once: lower --requests-per-minute '
+                                                                         'or --batch-size' if status == 429 else ''))
     where = ', '.join([f'HTTP {status}'] + ([code] if code else []) + ([f'parameter {param}'] if param else []))
     return AidetectError(f'the OpenAI API refused the request for {model} ({where}): {said}')
 
@@ -338,7 +355,8 @@ class OpenAIBackend(Backend):
             key = api_key or os.environ.get('OPENAI_API_KEY')
             if not key: raise AidetectError('--backend openai needs an API key: set OPENAI_API_KEY')
             client = openai.OpenAI(api_key=key, base_url=base_url or os.environ.get('OPENAI_BASE_URL'),
-                                   max_retries=max_retries, timeout=timeout)
+                                   max_retries=max_retries, timeout=timeout,
+                                   http_client=openai.DefaultHttpxClient(event_hooks={'response': [no_retry_on_billing]}))
         self.client = client
         self.device = f'OpenAI API at {client.base_url}'
         when = retired_on(model)   # OpenAI's own API no longer serves it: say so before paying for a request
