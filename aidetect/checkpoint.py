@@ -7,7 +7,7 @@ Docs: https://aidetect.github.io/aidetect/checkpoint.html.md"""
 # %% ../nbs/19c_checkpoint.ipynb #c0c0a003
 from __future__ import annotations
 from .core import AidetectError, atomic_path
-import hashlib, random, shutil, time
+import hashlib, io, random, shutil, time
 from pathlib import Path
 
 import numpy as np, pandas as pd, torch
@@ -101,13 +101,16 @@ def load_opt_state(opt, sd: dict):
     "Load what `opt_state` saved into `opt`."
     opt.load_state_dict({k: L(v) if k in ('state', 'hypers') else v for k, v in sd.items()})
 
+def _save(obj, path: Path):
+    "`torch.save` into memory, then one plain write: a full disk is an `OSError` that `atomic_path` can name (torch's own writer raises a bare RuntimeError)."
+    buf = io.BytesIO(); torch.save(plain(obj), buf)
+    with atomic_path(path) as tmp: tmp.write_bytes(buf.getbuffer())
+
 def write_state(folder, state: dict, rng: dict | None = None):
     "Write `state` (the first process) and this process's random states `rng` into `folder`, each atomically."
     folder, dist = Path(folder), this_process()
-    if rng is not None:
-        with atomic_path(folder/f'rng-{dist.rank}.pt') as tmp: torch.save(plain(rng), tmp)
-    if dist.is_main:
-        with atomic_path(folder/STATE) as tmp: torch.save(plain(state), tmp)
+    if rng is not None: _save(rng, folder/f'rng-{dist.rank}.pt')
+    if dist.is_main: _save(state, folder/STATE)
 
 class SaveCheckpoint(Callback):
     "After every epoch from `start` on, write a resumable checkpoint of fit `phase` into `folder`."

@@ -18,7 +18,7 @@ Docs: https://aidetect.github.io/aidetect/script.html.md"""
 
 # %% ../nbs/01_script.ipynb #a3854cbb
 from __future__ import annotations
-import argparse, importlib, inspect, logging, os, sys, typing, warnings
+import argparse, importlib, inspect, logging, os, re, sys, typing, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from fastcore.script import anno_parser
@@ -28,7 +28,7 @@ from .core import AidetectError, Terminated, sigterm_interrupts
 
 # %% auto #0
 __all__ = ['load_target', 'Command', 'resolve_annotations', 'delegates_many', 'command_parser', 'call_with', 'quiet_libs',
-           'run_cli']
+           'user_message', 'run_cli']
 
 # %% ../nbs/01_script.ipynb #0c944840
 def load_target(target: str):
@@ -127,6 +127,10 @@ def _show_warning(prog: str, msg, category, filename: str):
     else: print(f'{category.__name__} (from {Path(filename).parent.name}/{Path(filename).name}): {msg}', file=sys.stderr)
 
 # %% ../nbs/01_script.ipynb #0c93b5ed
+def user_message(e: AidetectError) -> str:
+    "`e`'s message without the prefix fastai adds to an error raised inside a callback (a full disk while a checkpoint is written)."
+    return re.sub(r'^Exception occured in `[^`]*` when calling event `[^`]*`:\n\t', '', str(e))
+
 def run_cli(prog: str, commands: list, argv=None, description: str = '', epilog: str = '') -> int:
     "Parse `argv` for CLI `prog` and run the chosen command; returns the exit status (130 after Ctrl-C, 143 after SIGTERM, at any moment)."
     try:
@@ -134,7 +138,7 @@ def run_cli(prog: str, commands: list, argv=None, description: str = '', epilog:
     except KeyboardInterrupt:   # also while torch and fastai are still being imported; SIGTERM too (`Terminated`)
         print(f"{prog}: {'terminated (SIGTERM)' if Terminated.seen else 'interrupted'}", file=sys.stderr); rc = 130
     except AidetectError as e:
-        print(f'{prog}: error: {e}', file=sys.stderr); return 2
+        print(f'{prog}: error: {user_message(e)}', file=sys.stderr); return 2
     return 143 if Terminated.seen and rc else rc   # a command that stopped cleanly after SIGTERM: the status says so
 
 def _run(prog, commands, argv, description, epilog) -> int:

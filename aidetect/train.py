@@ -421,7 +421,7 @@ def info(self: TrainRun, learn: Learner) -> dict:
                 history=[dict(zip(['train_loss'] + names, map(num, r))) for r in learn.recorder.values],
                 schedule=self.schedule, init=self.init_file, threshold=self.threshold, threshold_rule=self.threshold_rule,
                 settings={k: v if v is None or isinstance(v, (bool, int, float, str)) else str(v)   # paths as text
-                          for k, v in s.items() if k not in ('device', 'workers')},
+                          for k, v in s.items() if k not in ('device', 'workers', 'checkpoint', 'resume')},
                 versions=_versions(), git_commit=_git_commit(), created=time.strftime('%Y-%m-%dT%H:%M:%S'))
 
 @styled

@@ -80,6 +80,28 @@ def test_intervals_are_sklearn_on_resampled_source_groups(seed):
     np.testing.assert_allclose(t[list(CI_COLUMNS)].to_numpy(dtype=float), expect, rtol=1e-9, equal_nan=True)
 
 
+def test_intervals_agree_with_an_independent_group_bootstrap():
+    """The project's intervals and the test's own group bootstrap (its own draws: numpy's multinomial over source
+    photos) agree within Monte-Carlo error; a row bootstrap, which ignores that a photo and its variations go together,
+    gives a clearly narrower accuracy interval, so the agreement is the grouping's doing."""
+    rng = np.random.RandomState(7)
+    n_groups, per = 80, 4   # a photo and three variations, whose scores share the photo's offset
+    group = np.repeat([f'g{i}' for i in range(n_groups)], per)
+    label = np.tile(['real', 'ai', 'ai', 'ai'], n_groups)
+    prob = np.clip(0.5 + np.repeat(rng.normal(0, 0.25, n_groups), per) + np.where(label == 'ai', 0.1, -0.1)
+                   + rng.normal(0, 0.05, len(group)), 0, 1)
+    preds = pd.DataFrame(dict(dataset='d', domain='x', group=group, label=label, prob_ai=prob))
+    B = 2000
+    mine = metrics_table(preds, 0.5, bootstrap=B, seed=0).iloc[0][list(CI_COLUMNS)].to_numpy(dtype=float)
+    own = np.random.default_rng(12345).multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=B)
+    expect = sklearn_intervals(preds, own, pd.factorize(preds.group)[0])
+    np.testing.assert_allclose(mine, expect, atol=0.03)
+    rows = np.random.default_rng(1).multinomial(len(preds), np.full(len(preds), 1 / len(preds)), size=B)
+    naive = sklearn_intervals(preds, rows, np.arange(len(preds)))
+    width = lambda v: v[1] - v[0]   # accuracy's (lo, hi)
+    assert width(naive) < 0.75 * width(expect), (width(naive), width(expect))
+
+
 def test_probabilistic_f1_by_hand():
     # pTP = .9 + .5 = 1.4, pFP = .2 + .1 = .3, pPrecision = 1.4/1.7, pRecall = 1.4/2
     pp, pr = 1.4 / 1.7, 1.4 / 2

@@ -117,12 +117,13 @@ def test_an_incremental_sequence_resumes_inside_a_step(tmp_path, monkeypatch):
     assert list((tmp_path/'cut').glob('.step2-*.ckpt/state.pt'))
     monkeypatch.setattr(ck.SaveCheckpoint, 'after_epoch', save)
     cut = train_incremental(sets, tmp_path/'cut', **kw)
-    for a, b in zip(whole['steps'], cut['steps']): assert a['safetensors_sha256'] == b['safetensors_sha256'], a['model']
+    assert [s['model'] for s in cut['steps']] == [s['model'] for s in whole['steps']]
+    for s in whole['steps']: _same_weights(tmp_path/'whole'/s['model'], tmp_path/'cut'/s['model'])
     assert not list((tmp_path/'cut').glob('.*.ckpt'))
 
 
-def _sha_of_steps(out: Path) -> list:
-    return [(s['model'], s['safetensors_sha256']) for s in json.loads((out/'sequence.json').read_text())['steps']]
+def _steps(out: Path) -> list:
+    return [s['model'] for s in json.loads((out/'sequence.json').read_text())['steps']]
 
 
 def test_sigkill_during_a_sequence_then_rerun_equals_a_run_never_killed(tmp_path):
@@ -141,7 +142,8 @@ def test_sigkill_during_a_sequence_then_rerun_equals_a_run_never_killed(tmp_path
         killed += p.returncode == -signal.SIGKILL
     assert killed, 'no run was killed'
     done = run_cli('aidetect', *args, '--out', out, check=0)
-    assert _sha_of_steps(out) == _sha_of_steps(tmp_path/'whole'), done.stdout
+    assert _steps(out) == _steps(tmp_path/'whole'), done.stdout
+    for m in _steps(out): _same_weights(tmp_path/'whole'/m, out/m)   # the weights (safetensors orders its header's metadata freely)
     assert not list(out.glob('.step*')) and sorted(f.name for f in out.glob('step*')) == sorted(f.name for f in (tmp_path/'whole').glob('step*'))
 
 
