@@ -15,7 +15,7 @@ from urllib.error import URLError
 
 import numpy as np, torch, torchvision
 import matplotlib.pyplot as plt
-from fastai.vision.all import vision_learner, Learner, CrossEntropyLossFlat, accuracy, skm_to_fastai, RocAucBinary
+from fastai.vision.all import vision_learner, Learner, Callback, CrossEntropyLossFlat, accuracy, skm_to_fastai, RocAucBinary
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.optimizer import Adam, SGD, RMSProp, Lamb, ranger
@@ -36,8 +36,9 @@ from .checkpoint import run_identity, read_checkpoint, describe_checkpoint, run_
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'DEFAULT_LR', 'detector_metrics', 'opt_func', 'TrainRun', 'load_detector_weights', 'detector_learner',
-           'suggest_lr', 'epoch_lines', 'validation_threshold', 'best_checkpoint', 'fit_detector', 'check_training',
-           'settings_of', 'train_detector', 'training_summary', 'plot_training', 'export_detector', 'cli_train']
+           'suggest_lr', 'BatchLines', 'epoch_lines', 'validation_threshold', 'best_checkpoint', 'fit_detector',
+           'check_training', 'settings_of', 'train_detector', 'training_summary', 'plot_training', 'export_detector',
+           'cli_train']
 
 # %% ../nbs/20_train.ipynb #e2b7b730
 def detector_metrics() -> list:
@@ -157,9 +158,22 @@ def suggest_lr(learn: Learner, num_it: int = 100, show_plot: bool = False) -> fl
         return DEFAULT_LR
 
 # %% ../nbs/20_train.ipynb #05ffea24
+class BatchLines(Callback):
+    "Where no progress bar can be drawn: a line every `every` seconds inside a long epoch (or lr_find), so no step is silent for long."
+    order = 99
+    def __init__(self, every: float = 10., what: str | None = None): self.every, self.what = every, what
+    def before_fit(self): self.t0 = self.last = time.monotonic()
+    def after_batch(self):
+        now = time.monotonic()
+        if now - self.last < self.every: return
+        self.last = now
+        what = self.what or f'epoch {self.epoch}'
+        print(f"  {what}: {'training' if self.training else 'validation'} batch {self.iter + 1}/{self.n_iter} "
+              f'({now - self.t0:.0f}s)', flush=True)
+
 @contextlib.contextmanager
 def epoch_lines(learn: Learner):
-    "No progress bars; fastai's epoch table printed as plain lines (a header per fit, one line per epoch)."
+    "No progress bars; fastai's epoch table printed as plain lines (a header per fit, one line per epoch), and `BatchLines` inside long epochs."
     def line(log):
         names = learn.recorder.metric_names   # set when a fit starts
         widths = [max(8, len(n)) for n in names]
@@ -168,7 +182,7 @@ def epoch_lines(learn: Learner):
         if log[0] == 0: print(row(names))   # each fit counts epochs from 0
         print(row(log), flush=True)
     old = learn.logger
-    with learn.no_bar():
+    with learn.no_bar(), learn.added_cbs(BatchLines()):
         if old is print: learn.logger = line   # leave `no_logging` (noop) and custom loggers alone
         try: yield learn
         finally: learn.logger = old
@@ -274,7 +288,9 @@ def fit_detector(learn: Learner,
         if verbose_here: print(f'resuming from {checkpoint}: {describe_checkpoint(state)}')
     elif resume and verbose_here: print(f'no checkpoint in {checkpoint}: starting from the beginning')
     if lr is None:
-        lr = _lr_of_first_process(learn, dist, lr_find_its, show_plot)
+        if verbose_here: print(f'lr_find: up to {lr_find_its} iterations', flush=True)
+        lines = verbose_here and not progress_bars(stream=sys.stdout)
+        with learn.added_cbs(BatchLines(what='lr_find') if lines else []): lr = _lr_of_first_process(learn, dist, lr_find_its, show_plot)
         if verbose_here: print(f'lr_find suggests {lr:.2e}')
     bars = contextlib.nullcontext() if progress_bars(stream=sys.stdout) else epoch_lines(learn)   # fastprogress draws on stdout
     keep_best = steps is not None or patience is not None
