@@ -32,7 +32,9 @@ class ModelStore:
         self.paths, self.device, self._cache = {}, device, {}
         items = paths.items() if isinstance(paths, dict) else [(_display_name(p, paths), p) for p in paths]
         for name, p in items:
-            try: f = model_files(p)
+            try:
+                if Path(p).suffix == '.pkl': raise AidetectError(f'{p} is a pickle')   # refused by its name, there or not
+                f = model_files(p)
             except AidetectError as e:
                 if 'pickle' not in str(e): raise
                 raise AidetectError(f"{p}: the app loads only the safe .safetensors + .json pair, never a pickle "
