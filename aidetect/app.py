@@ -14,6 +14,7 @@ from PIL import Image
 from .core import AidetectError, check_range
 from .images import BadImage, open_image
 from .detector import Detector, load_detector, model_files
+from .metrics import format_threshold
 
 # %% auto #0
 __all__ = ['DEFAULT_MAX_PIXELS', 'DEFAULT_MAX_MB', 'DEFAULT_MIN_SIDE', 'WHY', 'ModelStore', 'check_upload', 'detect', 'preview',
@@ -107,7 +108,7 @@ def detect(file, model: str, store: ModelStore, max_pixels: int = DEFAULT_MAX_PI
         notes.append(f'Dashed box: the centre square the model sees (resized to {size} px); it does not look outside it, '
                      'which is greyed out.')
     t, source = det.decision()
-    verdict = (f"**{'AI-generated' if p >= t else 'Real'}** · P(AI) = {p:.3f} · called AI at P(AI) ≥ {t:.3f} ({source})\n\n"
+    verdict = (f"**{'AI-generated' if p >= t else 'Real'}** · P(AI) = {p:.3f} · called AI at P(AI) ≥ {format_threshold(t)} ({source})\n\n"
                + '\n\n'.join(notes))
     panel = gradcam_panel(im, heat, box, note=f'{name}, {im.width}×{im.height} px image')
     return {'AI': p, 'real': 1 - p}, panel, verdict, info

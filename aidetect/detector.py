@@ -16,6 +16,7 @@ from .images import BadImage, open_image, open_pixels
 from .dataset import LABELS, POSITIVE
 from .process import this_process, default_workers
 from .model import build_model, inference_tfms, norm_of, draft_size, precision_for, takes_tensors, pixels_tensor
+from .metrics import format_threshold
 
 # %% auto #0
 __all__ = ['FORMAT', 'detector_pipeline', 'default_device', 'Detector', 'detector_from_learner', 'model_files', 'save_detector',
@@ -227,5 +228,5 @@ def cli_predict(model: str,   # model path (base name, .json or .safetensors; .p
                 n += 1; bad += p is None
     finally:
         if f is not sys.stdout: f.close()
-    if main: print(f'{n} file(s), {bad} unreadable; called AI at P(AI) >= {threshold:.4g} ({source})'
+    if main: print(f'{n} file(s), {bad} unreadable; called AI at P(AI) >= {format_threshold(threshold)} ({source})'
                    + (f'; wrote {Out}' if Out else ''), file=sys.stderr)

@@ -21,7 +21,7 @@ from .core import AidetectError, check_range
 from .audit import audit as shortcut_audit
 from .dataset import LABELS, POSITIVE, dataset_root, group_keys, load_datasets, manifest_hash, read_manifest
 from .detector import Detector, detector_from_learner, load_detector, model_files, predict_files
-from .metrics import METRICS, CI_METRICS, CI_COLUMNS, binary_metrics, expected_calibration_error
+from .metrics import METRICS, CI_METRICS, CI_COLUMNS, binary_metrics, expected_calibration_error, format_threshold
 from .plots import CLASS_COLORS, FIG_FORMATS, check_fig_format, save_figure, styled
 from .process import this_process
 
@@ -179,6 +179,7 @@ def _fold_intervals(t: pd.DataFrame) -> pd.DataFrame:
     "`t` as strings: numbers to 3 decimals, undefined ones as n/a, each interval after its metric as [lo, hi]."
     f = lambda v: 'n/a' if pd.isna(v) else f'{v:.3f}' if isinstance(v, (float, np.floating)) else str(v)
     out = t.apply(lambda col: col.map(f)).astype(object)
+    for c in [c for c in t if c.endswith('threshold')]: out[c] = t[c].map(format_threshold)   # readable near 0 and 1
     if 'level' in t: out['level'] = t['level'].map(lambda v: '' if pd.isna(v) else f'{v:g}')   # robustness levels: 90, 0.5
     for m in CI_METRICS:
         if f'{m}_lo' in t:
@@ -275,7 +276,7 @@ class EvalResult(DetectorResult):
     def confusion(self, dataset, threshold: float | None = None, ax=None):
         "A confusion-matrix figure (counts and row rates; real/AI labels) for `dataset`."
         th = self.threshold if threshold is None else threshold
-        return plot_confusion(confusion_counts(self._of(dataset), th), f'{dataset} (threshold {th:.2f})', ax)
+        return plot_confusion(confusion_counts(self._of(dataset), th), f'{dataset} (threshold {format_threshold(th)})', ax)
 
     def top_losses(self, dataset, k: int = 9) -> pd.DataFrame:
         "The `k` most confidently wrong predictions on `dataset` (highest P(wrong class))."
@@ -403,7 +404,7 @@ def confusion_widget(res: EvalResult, k: int = 12):
 def threshold_lines(threshold: float, info: dict, bootstrap: int, seed: int) -> list:
     "The report lines that say which thresholds and intervals the metrics use."
     t = info.get('threshold')
-    tuned = (f"`accuracy_tuned` is at the model's own threshold, {t:.3f}, which {info.get('threshold_rule', 'aidetect train chose')}"
+    tuned = (f"`accuracy_tuned` is at the model's own threshold, {format_threshold(t)}, which {info.get('threshold_rule', 'aidetect train chose')}"
              if t is not None else "the model has no tuned threshold (`accuracy_tuned` is n/a; models trained before "
              "aidetect stored one, or without a validation split, lack it)")
     return [f"AI is the positive class; an image is called AI at P(AI) >= {threshold}. {tuned[0].upper() + tuned[1:]}. "

@@ -20,6 +20,7 @@ from .plots import house_style, styled
 from .images import BadImage, open_image
 from .detector import Detector, load_detector
 from .evaluate import EvalResult, as_detector, ranked
+from .metrics import format_threshold
 
 # %% auto #0
 __all__ = ['detector_layers', 'layer_sides', 'default_layer', 'describe_layer', 'find_layer', 'gradcam', 'flat_map', 'seen_box',
@@ -245,7 +246,7 @@ def explain_files(model, paths, out, layer=None, threshold: float | None = None)
         p = float(det.predict_batch(det.prepare(im)[None])[0])
         heat, dest = gradcam(det, im, name), out/f'{f.stem}_gradcam.png'
         label = 'AI' if p >= t else 'real'
-        title = f'{f.name}: P(AI) = {p:.3f}, called {label} (threshold {t:.3g}) · layer {name}'
+        title = f'{f.name}: P(AI) = {p:.3f}, called {label} (threshold {format_threshold(t)}) · layer {name}'
         with atomic_path(dest) as tmp: explain_panel(im, heat, seen_box(det, *im.size), title).save(tmp, format='PNG')
         rows.append(dict(path=str(f), prob_ai=p, label=label, overlay=str(dest), empty_map=flat_map(heat), reason=''))
     table = pd.DataFrame(rows, columns=['path', 'prob_ai', 'label', 'overlay', 'empty_map', 'reason'])

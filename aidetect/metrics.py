@@ -21,7 +21,8 @@ from sklearn.metrics import (accuracy_score, precision_score, recall_score, f1_s
 
 # %% auto #0
 __all__ = ['CI_METRICS', 'CI_COLUMNS', 'THRESHOLD_RULE', 'METRICS', 'probabilistic_f1', 'expected_calibration_error',
-           'tpr_at_fpr', 'group_resamples', 'weighted_scores', 'bootstrap_ci', 'best_cut', 'binary_metrics']
+           'tpr_at_fpr', 'group_resamples', 'weighted_scores', 'bootstrap_ci', 'best_cut', 'format_threshold',
+           'binary_metrics']
 
 # %% ../nbs/08_metrics.ipynb #43007fcb
 def probabilistic_f1(y_true, prob) -> float:
@@ -104,6 +105,14 @@ def best_cut(y_true, prob, rule: str = 'balanced_accuracy') -> tuple[float, floa
     i = best[np.argmin(np.abs(cut[best] - 0.5))]
     return float(cut[i]), float(score[i])
 
+
+# %% ../nbs/08_metrics.ipynb #c0c0a041
+def format_threshold(t) -> str:
+    "A threshold as text readable at both ends: 0.500, 3.2e-18, 1 - 4e-07."
+    if t is None or not np.isfinite(t): return 'n/a'
+    if 0.001 <= t <= 0.999: return f'{t:.3f}'
+    if t < 0.001: return f'{t:.2g}' if t > 0 else '0'
+    return f'1 - {1 - t:.2g}' if t < 1 else '1'
 
 # %% ../nbs/08_metrics.ipynb #faf89f19
 METRICS = ('accuracy', 'real_accuracy', 'ai_accuracy', 'precision', 'recall', 'f1', 'roc_auc', 'average_precision',

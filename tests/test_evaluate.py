@@ -85,11 +85,11 @@ def test_intervals_agree_with_an_independent_group_bootstrap():
     photos) agree within Monte-Carlo error; a row bootstrap, which ignores that a photo and its variations go together,
     gives a clearly narrower accuracy interval, so the agreement is the grouping's doing."""
     rng = np.random.RandomState(7)
-    n_groups, per = 80, 4   # a photo and three variations, whose scores share the photo's offset
+    n_groups, per = 80, 4   # a photo and three variations
     group = np.repeat([f'g{i}' for i in range(n_groups)], per)
     label = np.tile(['real', 'ai', 'ai', 'ai'], n_groups)
-    prob = np.clip(0.5 + np.repeat(rng.normal(0, 0.25, n_groups), per) + np.where(label == 'ai', 0.1, -0.1)
-                   + rng.normal(0, 0.05, len(group)), 0, 1)
+    hard = np.repeat(rng.normal(0.1, 0.3, n_groups), per)   # a photo the detector gets wrong, it gets wrong in every copy
+    prob = np.clip(0.5 + np.where(label == 'ai', 1, -1) * hard + rng.normal(0, 0.05, len(group)), 0, 1)
     preds = pd.DataFrame(dict(dataset='d', domain='x', group=group, label=label, prob_ai=prob))
     B = 2000
     mine = metrics_table(preds, 0.5, bootstrap=B, seed=0).iloc[0][list(CI_COLUMNS)].to_numpy(dtype=float)
@@ -100,6 +100,7 @@ def test_intervals_agree_with_an_independent_group_bootstrap():
     naive = sklearn_intervals(preds, rows, np.arange(len(preds)))
     width = lambda v: v[1] - v[0]   # accuracy's (lo, hi)
     assert width(naive) < 0.75 * width(expect), (width(naive), width(expect))
+    assert abs(width(mine) - width(expect)) < abs(width(naive) - width(expect)) / 2   # a row bootstrap would not pass
 
 
 def test_probabilistic_f1_by_hand():
