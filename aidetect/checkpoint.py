@@ -84,6 +84,7 @@ def read_checkpoint(folder, identity: dict, resume: bool = False) -> dict | None
 
 # %% ../nbs/19c_checkpoint.ipynb #c0c0a014
 def _unwrapped(model): return getattr(model, 'module', model)   # DDP wraps the model while it fits
+def _scaler(learn): return getattr(learn, 'scaler', None)   # fastai's `MixedPrecision` makes a GradScaler per fit
 
 def plain(o):
     "`o` with fastcore `L`s as lists, NumPy scalars as numbers and tensor subclasses (fastai's) as tensors: what `torch.load(weights_only=True)` reads."
@@ -126,7 +127,8 @@ class SaveCheckpoint(Callback):
         trackers = [dict(best=float(cb.best), wait=getattr(cb, 'wait', None)) for cb in l.cbs if isinstance(cb, TrackerCallback)]
         state = dict(self.meta, saved=time.time(), phase=self.phase, epoch=self.epoch, n_epoch=self.n_epoch, done=False, trackers=trackers,
                      values=[[float(v) for v in row] for row in rec.values], smooth=(rec.smooth_loss.count, rec.smooth_loss.val.cpu()),
-                     model=_unwrapped(l.model).state_dict(), opt=opt_state(l.opt))
+                     model=_unwrapped(l.model).state_dict(), opt=opt_state(l.opt),
+                     scaler=_scaler(l).state_dict() if _scaler(l) is not None else {})   # fp16's loss scale
         write_state(self.folder, state, rng_states(l.dls))
 
 # %% ../nbs/19c_checkpoint.ipynb #c0c0a015
@@ -139,6 +141,7 @@ class ReplayEpochs(Callback):
     def before_fit(self):
         _unwrapped(self.learn.model).load_state_dict(self.state['model'])
         load_opt_state(self.learn.opt, self.state['opt'])
+        if self.state.get('scaler') and _scaler(self.learn) is not None: _scaler(self.learn).load_state_dict(self.state['scaler'])
     def before_epoch(self):
         if self.epoch == self.start: self._restore()   # fastai's `SkipToEpoch` cancels the ones before
     def after_epoch(self):
