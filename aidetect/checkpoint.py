@@ -6,21 +6,23 @@ Docs: https://aidetect.github.io/aidetect/checkpoint.html.md"""
 
 # %% ../nbs/19c_checkpoint.ipynb #c0c0a003
 from __future__ import annotations
-from .core import AidetectError, atomic_path
-import hashlib, io, random, shutil, time
+from .core import AidetectError, atomic_path, writing, sha256_file
+import hashlib, io, random, shutil, time, warnings
 from pathlib import Path
 
 import numpy as np, pandas as pd, torch
 from fastai.callback.core import Callback
 from fastai.learner import SkipToEpoch
+from fastai.torch_core import to_device
 from fastai.callback.tracker import TrackerCallback, SaveModelCallback
 from fastcore.foundation import L
 from .process import this_process
+from .detector import model_files
 
 # %% auto #0
 __all__ = ['STATE', 'BEST', 'FREE_SETTINGS', 'rng_states', 'set_rng_states', 'run_identity', 'describe_checkpoint',
-           'read_checkpoint', 'plain', 'opt_state', 'load_opt_state', 'write_state', 'SaveCheckpoint', 'ReplayEpochs',
-           'finish_checkpoint', 'restore_finished', 'run_phases']
+           'CheckpointMismatch', 'read_checkpoint', 'plain', 'opt_state', 'load_opt_state', 'write_state',
+           'SaveCheckpoint', 'ReplayEpochs', 'finish_checkpoint', 'restore_finished', 'run_phases']
 
 # %% ../nbs/19c_checkpoint.ipynb #c0c0a006
 def rng_states(dls=None) -> dict:
@@ -43,10 +45,13 @@ def set_rng_states(s: dict, dls=None):
 
 # %% ../nbs/19c_checkpoint.ipynb #c0c0a009
 STATE, BEST = 'state.pt', 'best.pth'
-FREE_SETTINGS = ('verbose', 'device', 'workers', 'resume', 'checkpoint', 'log', 'log_dir', 'show_plot')
+FREE_SETTINGS = ('verbose', 'device', 'workers', 'resume', 'checkpoint', 'log', 'log_dir', 'show_plot', 'compile')   # `fit_detector` adds the resolved workers, processes and precision
 
 def run_identity(settings: dict, manifest: pd.DataFrame) -> dict:
     "What a checkpoint must match to be continued: the settings that change the result, and a hash of the rows trained on."
+    settings = dict(settings)
+    if settings.get('init') is not None:   # the weights it starts from, not where they lie (a sequence may be rerun from elsewhere)
+        settings['init'] = sha256_file(model_files(settings['init'])['safetensors'])
     cols = [c for c in ('dataset', 'path', 'label', 'is_valid') if c in manifest]
     rows = hashlib.sha256(pd.util.hash_pandas_object(manifest[cols], index=False).to_numpy().tobytes()).hexdigest()
     return dict({k: v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
@@ -54,7 +59,7 @@ def run_identity(settings: dict, manifest: pd.DataFrame) -> dict:
 
 def describe_checkpoint(state: dict) -> str:
     "Where a checkpoint is, in words."
-    if state.get('done'): return 'a finished run'
+    if state.get('done'): return 'training finished; the model may not have been written'
     unit = 'evaluation step' if state['phase'] == 'steps' else 'epoch'
     phase = ' of the frozen phase' if state['phase'] == 'frozen' else ''
     return f"{unit} {state['epoch'] + 1} of {state['n_epoch']}{phase} done"
@@ -64,9 +69,16 @@ def _load(f: Path):
     try: return torch.load(f, map_location='cpu', weights_only=True)
     except Exception as e: raise AidetectError(f'{f} cannot be read ({type(e).__name__}: {e}); delete its folder to start over') from None
 
+class CheckpointMismatch(AidetectError):
+    "A checkpoint of another run: other settings, other data, or missing pieces."
+
 def read_checkpoint(folder, identity: dict, resume: bool = False) -> dict | None:
     "The state to continue from in `folder` (with `resume`), or None to start afresh; refuses to pass over a checkpoint unasked or to continue other settings."
-    f = Path(folder)/STATE
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise AidetectError(f'{folder} is a file, not a checkpoint folder: give another --checkpoint (or --out)')
+    with writing(folder): folder.mkdir(parents=True, exist_ok=True)   # a read-only place fails now, not after an epoch
+    f = folder/STATE
     if not f.exists(): return None
     state = _load(f)
     if not resume:
@@ -76,10 +88,14 @@ def read_checkpoint(folder, identity: dict, resume: bool = False) -> dict | None
     diff = sorted(k for k in set(was) | set(identity) if was.get(k) != identity.get(k))
     if diff:
         said = ', '.join('the data' if k == 'data' else f'{k} {was.get(k)!r} then, {identity.get(k)!r} now' for k in diff)
-        raise AidetectError(f'the checkpoint in {folder} is of another run ({said}); resume with the same settings and '
-                            'data, or delete the folder to start over')
-    rng = Path(folder)/f'rng-{this_process().rank}.pt'
+        raise CheckpointMismatch(f'the checkpoint in {folder} is of another run ({said}); resume with the same settings '
+                                 'and data, or delete the folder to start over')
+    rng = folder/_rng_name(state)
     state['rng'] = _load(rng) if rng.exists() else None
+    if state['rng'] is None and not state.get('done'):
+        if this_process().world > 1:
+            raise CheckpointMismatch(f'{rng} is missing: the processes cannot continue together; delete {folder} to start over')
+        warnings.warn(f'{rng} is missing: resuming with other random draws than the interrupted run')
     return state
 
 # %% ../nbs/19c_checkpoint.ipynb #c0c0a014
@@ -107,11 +123,22 @@ def _save(obj, path: Path):
     buf = io.BytesIO(); torch.save(plain(obj), buf)
     with atomic_path(path) as tmp: tmp.write_bytes(buf.getbuffer())
 
+def _rng_name(state: dict, rank: int | None = None) -> str:
+    "The file of process `rank`'s random states at `state`'s epoch: each epoch its own, so `state.pt` always has its match."
+    return f"rng-{this_process().rank if rank is None else rank}-{state['phase']}-{state['epoch']}.pt"
+
+def _numbers(rows) -> list: return [[None if v is None else float(v) for v in row] for row in rows]   # no validation set: None
+
 def write_state(folder, state: dict, rng: dict | None = None):
-    "Write `state` (the first process) and this process's random states `rng` into `folder`, each atomically."
+    "Write this process's random states `rng`, then (the first process, once all have) `state`, each atomically; then drop older random states."
     folder, dist = Path(folder), this_process()
-    if rng is not None: _save(rng, folder/f'rng-{dist.rank}.pt')
+    if rng is not None: _save(rng, folder/_rng_name(state))
+    dist.wait()   # every process's states are on disk before the state that points to them
     if dist.is_main: _save(state, folder/STATE)
+    dist.wait()
+    keep = _rng_name(state)
+    for f in folder.glob(f'rng-{dist.rank}-*.pt'):
+        if f.name != keep: f.unlink(missing_ok=True)
 
 class SaveCheckpoint(Callback):
     "After every epoch from `start` on, write a resumable checkpoint of fit `phase` into `folder`."
@@ -126,10 +153,14 @@ class SaveCheckpoint(Callback):
             with atomic_path(self.folder/BEST) as tmp: shutil.copyfile(Path(l.path)/l.model_dir/f'{best.fname}.pth', tmp)
         trackers = [dict(best=float(cb.best), wait=getattr(cb, 'wait', None)) for cb in l.cbs if isinstance(cb, TrackerCallback)]
         state = dict(self.meta, saved=time.time(), phase=self.phase, epoch=self.epoch, n_epoch=self.n_epoch, done=False, trackers=trackers,
-                     values=[[float(v) for v in row] for row in rec.values], smooth=(rec.smooth_loss.count, rec.smooth_loss.val.cpu()),
+                     values=_numbers(rec.values), smooth=(rec.smooth_loss.count, rec.smooth_loss.val.cpu()),
                      model=_unwrapped(l.model).state_dict(), opt=opt_state(l.opt),
                      scaler=_scaler(l).state_dict() if _scaler(l) is not None else {})   # fp16's loss scale
         write_state(self.folder, state, rng_states(l.dls))
+
+    def after_cancel_fit(self):
+        "Early stopping ends a fit inside `after_epoch`, before this callback's turn: the epoch it ended is written here."
+        if self.epoch >= self.start and len(self.learn.recorder.values) == self.epoch + 1: self.after_epoch()
 
 # %% ../nbs/19c_checkpoint.ipynb #c0c0a015
 class ReplayEpochs(Callback):
@@ -140,7 +171,7 @@ class ReplayEpochs(Callback):
 
     def before_fit(self):
         _unwrapped(self.learn.model).load_state_dict(self.state['model'])
-        load_opt_state(self.learn.opt, self.state['opt'])
+        load_opt_state(self.learn.opt, to_device(self.state['opt'], next(self.learn.model.parameters()).device))   # saved on the CPU
         if self.state.get('scaler') and _scaler(self.learn) is not None: _scaler(self.learn).load_state_dict(self.state['scaler'])
     def before_epoch(self):
         if self.epoch == self.start: self._restore()   # fastai's `SkipToEpoch` cancels the ones before
@@ -162,7 +193,7 @@ class ReplayEpochs(Callback):
 def finish_checkpoint(learn, folder, meta: dict):
     "Mark the checkpoint in `folder` finished, with `learn`'s final weights and history."
     write_state(folder, dict(meta, saved=time.time(), phase='done', epoch=-1, n_epoch=0, done=True, trackers=[],
-                             values=[[float(v) for v in row] for row in learn.recorder.values],
+                             values=_numbers(learn.recorder.values),
                              model=_unwrapped(learn.model).state_dict()))
 
 def restore_finished(learn, state: dict):

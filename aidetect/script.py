@@ -133,6 +133,7 @@ def user_message(e: AidetectError) -> str:
 
 def run_cli(prog: str, commands: list, argv=None, description: str = '', epilog: str = '') -> int:
     "Parse `argv` for CLI `prog` and run the chosen command; returns the exit status (130 after Ctrl-C, 143 after SIGTERM, at any moment)."
+    Terminated.seen = False   # this command's SIGTERM, not an earlier one's in the same process
     try:
         with sigterm_interrupts(): rc = _run(prog, commands, list(sys.argv[1:] if argv is None else argv), description, epilog)
     except KeyboardInterrupt:   # also while torch and fastai are still being imported; SIGTERM too (`Terminated`)

@@ -25,6 +25,7 @@ from matplotlib.patches import Patch, Rectangle
 from fastcore.meta import delegates
 from .core import AidetectError, atomic_path, check_range, sha256_file
 from .plots import styled, save_figure
+from .checkpoint import CheckpointMismatch
 from .dataset import (LABELS, DatasetLock, DatasetWriter, dataset_root, group_keys, load_datasets,
                               manifest_hash, read_manifest, split_groups)
 from .process import this_process
@@ -170,8 +171,12 @@ def _train_steps(plan: dict, seq: dict, out: Path, replay, valid_pct, seed, verb
                                            + (f', from {prev}' if prev else ''))
         t0 = time.time()
         ckpt = out/f'.{model}.ckpt'   # the step's own checkpoint: a rerun continues the step where it stopped
-        learn = train_detector(step_rows(plan, k, replay), valid_pct=valid_pct, seed=seed, init=out/f'{prev}.safetensors' if prev else None,
-                               verbose=verbose, **{**kwargs, 'checkpoint': ckpt, 'resume': True})
+        step = lambda: train_detector(step_rows(plan, k, replay), valid_pct=valid_pct, seed=seed, init=out/f'{prev}.safetensors' if prev else None,
+                                      verbose=verbose, **{**kwargs, 'checkpoint': ckpt, 'resume': True})
+        try: learn = step()
+        except CheckpointMismatch as e:   # a rerun may change how the step runs (workers, precision): the step starts over
+            if dist.is_main: print(f'step {k} ({name}): starting over: {e}'); shutil.rmtree(ckpt, ignore_errors=True)
+            dist.wait(); learn = step()
         if dist.is_main:   # under `accelerate launch` the first process writes the files
             sha = _write_step(learn, out, model)
             info = json.loads((out/f'{model}.json').read_text())

@@ -281,7 +281,9 @@ def fit_detector(learn: Learner,
     dist, run, t0 = this_process(), learn.facts, time.time()
     verbose_here = verbose and dist.is_main
     trained_body = run.pretrained or run.init_file is not None   # worth freezing while the new head settles (epoch mode)
-    identity = run_identity(run.settings, learn.dls.manifest)
+    if resume and checkpoint is None: raise AidetectError('resume=True needs the checkpoint folder to resume from (checkpoint=...)')
+    identity = dict(run_identity(run.settings, learn.dls.manifest), processes=dist.world, precision=run.precision,
+                    workers=learn.dls.train.fake_l.num_workers)   # as resolved here: each changes the draws or the numbers
     state = read_checkpoint(checkpoint, identity, resume) if checkpoint is not None else None
     if state is not None:   # the learning rate (and its curve) of the run it continues: lr_find is not repeated
         lr, run.lr_curve, t0 = state['lr'], state.get('lr_curve'), t0 - (state['saved'] - state['started'])

@@ -155,3 +155,19 @@ def test_a_second_run_on_a_sequence_being_written_is_refused(tmp_path):
         p = run_cli('aidetect', 'train', '--incremental', d['scenes-train'], d['textures'], *TINY, '--out', tmp_path/'seq')
     finally: lock.release()
     assert p.returncode == 2 and 'is being written by' in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_checkpoints_without_a_validation_split(data, tmp_path):
+    "--valid-pct 0: the epochs have no validation numbers (None), and the checkpoint keeps them as such."
+    from aidetect.train import train_detector
+    train_detector(data, arch='simple_cnn', pretrained=False, size=32, bs=8, aug='none', epochs=2, lr=1e-3, valid_pct=0,
+                   verbose=False, checkpoint=tmp_path/'c')
+    st = torch.load(tmp_path/'c'/'state.pt', weights_only=True)
+    assert st['done'] and len(st['values']) == 2 and st['values'][0][1] is None
+
+
+def test_a_checkpoint_path_that_is_a_file_is_refused_before_training(data, tmp_path):
+    Path(f'{tmp_path/"m"}.ckpt').write_text('not a folder')
+    p = run_cli('aidetect', 'train', data, '--out', tmp_path/'m', *TINY, '--epochs', '1', '--lr', '1e-3')
+    assert p.returncode == 2 and 'is a file, not a checkpoint folder' in p.stderr and 'Traceback' not in p.stderr, p.stderr
+    assert 'epoch' not in p.stdout   # refused before any epoch
