@@ -64,3 +64,25 @@ def test_two_processes_evaluate_every_image_once(ddp_model, demo_data, tmp_path)
     run_cli('aidetect', 'eval', out, demo_data['scenes-test'], demo_data['textures'], '--report', tmp_path / 'one', check=0)
     one = pd.read_csv(tmp_path / 'one' / 'predictions.csv')
     pd.testing.assert_frame_equal(preds, one)
+
+
+@pytest.mark.slow
+def test_two_processes_resume_together(demo_data, tmp_path):
+    "Stopped after an epoch (SIGTERM to the launcher, which passes it on), both processes resume from the one checkpoint: the weights of an unbroken run."
+    import os, signal, subprocess, time, torch
+    from safetensors.torch import load_file
+    args = [demo_data['scenes-train'], '--no-pretrained', '--arch', 'simple_cnn', '--size', '32', '--bs', '8', '--epochs', '5',
+            '--lr', '1e-3', '--aug', 'none']
+    launch('train', *args, '--out', tmp_path / 'whole')
+    cut = tmp_path / 'cut'
+    p = subprocess.Popen(LAUNCH + ['train', *map(str, args), '--out', str(cut)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'}, start_new_session=True)
+    t0 = time.time()
+    while not (tmp_path / 'cut.ckpt' / 'state.pt').exists() and p.poll() is None and time.time() - t0 < 600: time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGTERM)   # as a scheduler does: every process of the job
+    p.communicate(timeout=300)
+    if p.returncode == 0: pytest.skip('the run finished before SIGTERM arrived')
+    assert not cut.with_suffix('.safetensors').exists()
+    launch('train', *args, '--out', cut, '--resume')
+    a, b = load_file(f'{tmp_path / "whole"}.safetensors'), load_file(f'{cut}.safetensors')
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -10,7 +10,7 @@ from sklearn.metrics import (accuracy_score, precision_score, recall_score, f1_s
 from conftest import run_cli, sklearn_intervals
 from aidetect.cli import main as aidetect_main
 from aidetect.dataset import read_manifest, write_manifest, file_facts
-from aidetect.demo import example_datasets, example_detector
+from aidetect.demo import example_datasets, example_cnn
 from aidetect.detector import load_detector
 from aidetect.metrics import METRICS, CI_COLUMNS, group_resamples
 from aidetect.evaluate import metrics_table
@@ -24,7 +24,7 @@ SPEC = 'jpeg:50,30 noise:5 grayscale social fgsm:4 pgd:4'
 @pytest.fixture(scope='module')
 def example():
     d = example_datasets()
-    return example_detector(), {'scenes-test': d['scenes-test'], 'textures': d['textures']}
+    return example_cnn(), {"scenes-test": d["scenes-test"], "textures": d["textures"]}   # a detector that learned the data
 
 
 @pytest.fixture(scope='module')
