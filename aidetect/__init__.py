@@ -44,6 +44,7 @@ Modules:
 - `aidetect.robustness`: Re-test a detector on recompressed, resized, blurred, noisy, cropped, grayscale and "shared" copies of its test sets, and under white-box FGSM/PGD attacks: one tidy table (dataset × perturbation × level), plots and a report.
 - `aidetect.script`: Both CLIs, `aidetect` and `aidetect-gen`, are sub-commands built from functions' signatures with fastcore: a flag is written once, beside the parameter it sets.
 - `aidetect.sequence`: Train on domain after domain, each detector starting from the last one; evaluate every step on every domain and see transfer grow: one command to train the sequence, one to draw the study's heatmaps.
-- `aidetect.tracking`: `aidetect train --log tensorboard|wandb|mlflow|csv`: fastai's own logging callbacks (MLflow's tracking API where fastai has none), one folder per run."""
+- `aidetect.tracking`: `aidetect train --log tensorboard|wandb|mlflow|csv`: fastai's own logging callbacks (MLflow's tracking API where fastai has none), one folder per run.
+- `aidetect.verify`: Every problem of a dataset's `manifest.csv`, its files' included, and a repair from the files that keeps every backup and every removed row."""
 
 __version__ = "0.1.0"

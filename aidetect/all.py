@@ -21,6 +21,7 @@ from .decode import *
 from .images import *
 from .hf import *
 from .dataset import *
+from .verify import *
 from .pixels import *
 from .audit import *
 from .gen.pipeline import *
@@ -45,5 +46,5 @@ from .hub import *
 from .demo import *
 
 # nbdev's own __all__ here would list this module's definitions (none): the modules' star-exports are the API
-_MODULES = ('core', 'plots', 'process', 'decode', 'images', 'hf', 'dataset', 'pixels', 'audit', 'gen.pipeline', 'gen.backends', 'gen.sizing', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.zoo.load', 'model', 'metrics', 'detector', 'augment', 'data', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'hub', 'demo')
+_MODULES = ('core', 'plots', 'process', 'decode', 'images', 'hf', 'dataset', 'verify', 'pixels', 'audit', 'gen.pipeline', 'gen.backends', 'gen.sizing', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch', 'gen.zoo.load', 'model', 'metrics', 'detector', 'augment', 'data', 'train', 'evaluate', 'robustness', 'sequence', 'explain', 'hub', 'demo')
 __all__ = [n for m in _MODULES for n in importlib.import_module(f'aidetect.{m}').__all__]

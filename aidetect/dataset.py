@@ -15,7 +15,6 @@ Docs: https://aidetect.github.io/aidetect/dataset.html.md"""
 # %% ../nbs/03_dataset.ipynb #c1a97edf
 from __future__ import annotations
 import csv, io, os, random, re, shutil
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 import pandas as pd
 from PIL import Image
@@ -24,13 +23,12 @@ from .images import BadImage, encode_image, open_image
 
 # %% auto #0
 __all__ = ['MANIFEST', 'REJECTED', 'SPLITS_FILE', 'MANIFEST_COLUMNS', 'REJECTED_COLUMNS', 'LABELS', 'POSITIVE',
-           'REQUIRED_COLUMNS', 'PARTS', 'LOCK_FILE', 'REMOVED', 'SPLITS', 'real_path', 'ai_path', 'variant_path',
-           'read_splits', 'column_problems', 'path_problem', 'row_problems', 'check_manifest', 'make_manifest',
-           'dataset_root', 'manifest_file', 'read_rows', 'manifest_lines', 'read_manifest', 'write_manifest',
-           'read_rejected', 'manifest_hash', 'CsvAppender', 'file_facts', 'DatasetWriter', 'DatasetLock', 'read_all',
-           'verified_rows', 'merge_parts', 'remove_temp_files', 'load_datasets', 'check_image_file', 'preflight',
-           'ManifestProblem', 'examine_manifest', 'verify_manifest', 'repair_manifest', 'group_keys', 'split_groups',
-           'group_split_idxs', 'official_split_idxs', 'split_idxs', 'split_dataset', 'count_table']
+           'REQUIRED_COLUMNS', 'PARTS', 'LOCK_FILE', 'SPLITS', 'real_path', 'ai_path', 'variant_path', 'read_splits',
+           'column_problems', 'path_problem', 'row_problems', 'check_manifest', 'make_manifest', 'dataset_root',
+           'manifest_file', 'read_rows', 'manifest_lines', 'read_manifest', 'write_manifest', 'read_rejected',
+           'manifest_hash', 'CsvAppender', 'file_facts', 'DatasetWriter', 'DatasetLock', 'read_all', 'verified_rows',
+           'merge_parts', 'remove_temp_files', 'load_datasets', 'check_image_file', 'preflight', 'group_keys',
+           'split_groups', 'group_split_idxs', 'official_split_idxs', 'split_idxs', 'split_dataset', 'count_table']
 
 # %% ../nbs/03_dataset.ipynb #3a5b09b6
 MANIFEST = 'manifest.csv'
@@ -152,12 +150,15 @@ def read_rows(f) -> pd.DataFrame:
         raise AidetectError(f"{f} is not a readable UTF-8 CSV file: {' '.join(str(e).split())}") from None
 
 def manifest_lines(f) -> list[int]:
-    "The line of CSV file `f` on which each data row starts (a quoted value may span lines; blank lines are no rows)."
+    "The line of CSV file `f` on which each data row starts, as pandas counts rows (a quoted value may span lines; blank lines are no rows)."
     with open(f, newline='', encoding='utf-8') as fh:
-        r, starts, end = csv.reader(fh), [], 0
-        for rec in r:
-            if rec: starts.append(end + 1)
-            end = r.line_num
+        text = []   # the lines of the record being read: pandas skips one of only spaces and tabs, but not `""` or `,`
+        def read():
+            for l in fh: text.append(l); yield l
+        r, starts, end = csv.reader(read()), [], 0
+        for _ in r:
+            if ''.join(text).strip(' \t\r\n'): starts.append(end + 1)
+            text.clear(); end = r.line_num
     return starts[1:]
 
 def read_manifest(root) -> pd.DataFrame:
@@ -398,105 +399,6 @@ def preflight(df: pd.DataFrame, workers: int | None = None, progress: bool = Fal
                             disable=not progress_bars(progress), leave=False))
     bad = pd.Series(reasons, index=df.index) != ''
     return df[~bad], df[bad].assign(reason=[r for r in reasons if r])
-
-# %% ../nbs/03_dataset.ipynb #7e51a002
-REMOVED = 'removed.csv'   # rows `repair_manifest` took out of the manifest, with why (columns of rejected.csv)
-_FACTS = ('sha256', 'width', 'height', 'format')
-
-@dataclass
-class ManifestProblem:
-    "A problem of a dataset's manifest: its `line` in manifest.csv (1: the header), what is wrong, and what `repair_manifest` does about it ('': a person must)."
-    line: int
-    what: str
-    repair: str = ''
-    def __str__(self): return f"line {self.line}: {self.what}" + (f" [--repair: {self.repair}]" if self.repair else '')
-
-def _inside(root: Path, p: str) -> str:
-    "`p` as a clean posix path relative to `root` when the file it names lies inside `root`, else ''."
-    q = Path(p.replace('\\', '/'))
-    q = Path(os.path.normpath(q if q.is_absolute() else root/q))
-    try: rel = q.relative_to(root).as_posix()
-    except ValueError: return ''
-    return '' if rel == '.' else rel
-
-def _file_problem(root: Path, r: dict, facts_cols: set) -> tuple:
-    "(reason: '', 'missing-file', 'not-an-image' or 'changed'; what is wrong with row `r`'s file; the file's facts, None if gone or no image)."
-    f = root/r['path']
-    if not f.is_file(): return 'missing-file', f"{r['path']} is not in the dataset folder", None
-    try: facts = {k: str(v) for k, v in file_facts(f).items()}
-    except Exception as e: return 'not-an-image', f"{r['path']} is not an image ({type(e).__name__})", None
-    short = lambda v: v[:12] + '…' if len(v) > 16 else v
-    diff = [f"{k} {short(facts[k])} on disk, {short(str(r[k]).strip()) or 'nothing'} recorded" for k in _FACTS
-            if k in facts_cols and str(r[k]).strip() != facts[k]]
-    return ('changed', f"{r['path']}: " + '; '.join(diff), facts) if diff else ('', '', facts)
-
-def examine_manifest(root) -> tuple[list, pd.DataFrame | None, list]:
-    "(every `ManifestProblem` of dataset `root`, its rows as `repair_manifest` would write them (None: fix the header first), [(path, reason, detail)] of the rows it would remove)."
-    f = manifest_file(root); root = f.parent.resolve()
-    raw, lines = read_rows(f), manifest_lines(f)
-    probs = [ManifestProblem(1, c) for c in column_problems(raw.columns)]
-    if any(c not in raw for c in REQUIRED_COLUMNS): return probs, None, []
-    facts_cols = {c for c in _FACTS if c in raw}
-    probs += [ManifestProblem(1, f"column {c!r} is missing", 'record it from the files') for c in _FACTS if c not in raw]
-    rows, drop, matched, at = raw.to_dict('records'), {}, {}, {n: i for i, n in enumerate(lines)}
-    for n, kind, msg in row_problems(raw, lines):
-        if kind == 'duplicate': continue   # decided below, once the files are known
-        i, fix = at[n], ''
-        r = rows[i]
-        if kind == 'label' and (lab := r['label'].strip().lower()) in LABELS: r['label'], fix = lab, f'write {lab!r}'
-        elif kind == 'path' and (q := _inside(root, r['path'])): r['path'], fix = q, f'write {q!r}'
-        elif kind == 'path': drop[i], fix = ('outside-dataset', msg), f'move the row to {REMOVED}'
-        probs.append(ManifestProblem(n, msg, fix))
-    for i, r in enumerate(rows):
-        if i in drop or path_problem(r['path']): continue
-        reason, what, facts = _file_problem(root, r, facts_cols)
-        if facts is None: drop[i] = (reason, what)
-        else: matched[i] = 'sha256' in facts_cols and str(r['sha256']).strip() == facts['sha256']; r.update(facts)
-        if what: probs.append(ManifestProblem(lines[i], what, f'move the row to {REMOVED}' if facts is None else 'record what is on disk'))
-    probs += _duplicates(rows, lines, drop, matched)
-    gone = {lines[i] for i, (why, _) in drop.items() if why == 'duplicate'}   # its file's facts no longer matter
-    probs = [p for p in probs if not (p.line in gone and p.repair == 'record what is on disk')]
-    cols = list(raw.columns) + [c for c in _FACTS if c not in raw]
-    fixed = pd.DataFrame([r for i, r in enumerate(rows) if i not in drop], columns=cols)
-    removed = [(rows[i]['path'], why, f'line {lines[i]} of {MANIFEST}: {detail}') for i, (why, detail) in sorted(drop.items())]
-    return sorted(probs, key=lambda p: p.line), fixed, removed
-
-def _duplicates(rows: list, lines: list, drop: dict, matched: dict) -> list:
-    "Problems of a path listed again, marking rows to drop: a repeated row goes; of differing rows, the one whose sha256 matched the file stays."
-    by_path, probs = {}, []
-    for i, r in enumerate(rows):
-        if i not in drop and not path_problem(r['path']): by_path.setdefault(r['path'], []).append(i)
-    for p, idx in by_path.items():
-        if len(idx) < 2: continue
-        good = [i for i in idx if matched.get(i)]
-        keep = idx[0] if all(rows[i] == rows[idx[0]] for i in idx) else good[0] if len(good) == 1 else None
-        msg = f"path {p!r} is listed on lines {', '.join(str(lines[i]) for i in idx)}"
-        for i in idx[1:] if keep is None else [i for i in idx if i != keep]:
-            if keep is not None: drop[i] = ('duplicate', msg)
-            probs.append(ManifestProblem(lines[i], msg, '' if keep is None else f'keep line {lines[keep]}, move this one to {REMOVED}'))
-    return probs
-
-def verify_manifest(root) -> list[ManifestProblem]:
-    "Every problem of dataset `root`'s manifest, in line order: header, labels, paths, duplicates, groups, numbers, and each file (missing, no image, not what its row records)."
-    return examine_manifest(root)[0]
-
-def repair_manifest(root) -> tuple[list, list]:
-    "Repair dataset `root`'s manifest from its files, atomically, under its lock, keeping the old one as manifest.csv.bak: (problems repaired, problems left to a person)."
-    root = dataset_root(root)
-    with DatasetLock(root):
-        probs, fixed, removed = examine_manifest(root)
-        done, left = [p for p in probs if p.repair], [p for p in probs if not p.repair]
-        if fixed is None or not done: return [], probs
-        f = manifest_file(root)
-        write_bytes_atomic(f.with_name(MANIFEST + '.bak'), f.read_bytes())
-        if removed:
-            with CsvAppender(root/REMOVED, REJECTED_COLUMNS, key=REJECTED_COLUMNS) as w:
-                for path, why, detail in removed: w.append(dict(path=path, reason=why, detail=detail))
-        with atomic_path(f) as tmp: fixed.to_csv(tmp, index=False, encoding='utf-8', lineterminator='\n')
-        from aidetect.hf import HF_METADATA, write_hf_files   # the 🤗 files, in step with the manifest, if the dataset has them
-        if not left and any((root/m).exists() for m in HF_METADATA):
-            write_hf_files(root, make_manifest(fixed), manifest_hash(root), LABELS, rejected=len(read_rejected(root)))
-    return done, left
 
 # %% ../nbs/03_dataset.ipynb #3c2d0fd9
 def group_keys(df: pd.DataFrame) -> pd.Series:

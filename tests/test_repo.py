@@ -47,7 +47,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 # Modules in the order they build on each other: a module imports only modules before it (no cycles, nothing upward).
-LAYERS = ['core', 'plots', 'process', 'script', 'decode', 'images', 'hf', 'dataset', 'pixels', 'audit',
+LAYERS = ['core', 'plots', 'process', 'script', 'decode', 'images', 'hf', 'dataset', 'verify', 'pixels', 'audit',
           'gen.pipeline', 'gen.backends', 'gen.sizing', 'gen.plan', 'gen.run', 'gen.importer', 'gen.fetch',
           'gen.zoo.parts', 'gen.zoo.registry', 'gen.zoo.presets', 'gen.zoo.unclip', 'gen.zoo.kandinsky', 'gen.zoo.ipadapter',
           'gen.zoo.img2img', 'gen.zoo.recon', 'gen.zoo.flux', 'gen.zoo.identity', 'gen.zoo.load', 'gen.cli',

@@ -107,21 +107,24 @@ def cli_variations(src: str,   # folder of real images (category sub-folders bec
 
 # %% ../../nbs/17_gen_cli.ipynb #7e51b002
 def cli_verify(dataset: str,   # dataset folder (or its manifest.csv)
-               repair: bool = False):   # fix what the files can answer (the old manifest is kept as manifest.csv.bak; removed rows go to removed.csv)
+               repair: bool = False,   # fix what the files can answer (the old manifest is kept as a new manifest.csv.bak, .bak.1, ...; removed rows, whole, go to removed.csv)
+               force: bool = False):   # with --repair: remove rows even when more than half of them would go
     "List every problem of DATASET's manifest, one a line: columns, labels, paths, duplicates, groups, numbers, and files missing or changed (exit 1 if any)."
-    from aidetect.dataset import REMOVED, manifest_file, read_manifest, repair_manifest, verify_manifest
+    from aidetect.dataset import manifest_file, read_manifest
+    from aidetect.verify import REMOVED, repair_manifest, verify_manifest
+    if force and not repair: raise AidetectError('--force is for --repair: verify alone changes nothing')
     f = manifest_file(dataset)
     if not f.exists(): read_manifest(dataset)   # the one-line error of a folder that is no dataset
     line = lambda p, how: print(f'{f}:{p.line}: {p.what}' + (f' [{how}{p.repair}]' if p.repair else ''))
     if repair:
-        done, left = repair_manifest(dataset)
+        done, left, backup = repair_manifest(dataset, force=force)
         for p in done: line(p, 'repaired: ')
     else: done, left = [], verify_manifest(dataset)
     for p in left: line(p, '--repair: ')
     say = lambda m: print(f'aidetect-gen: {m}', file=sys.stderr)
     todo = [p for p in left if not p.repair]
-    if repair and done: say(f"repaired {len(done)} problem(s) in {f} (the old manifest is {f.name}.bak"
-                            + (f"; removed rows are in {REMOVED})" if any('removed.csv' in p.repair for p in done) else ')'))
+    if repair and done: say(f"repaired {len(done)} problem(s) in {f} (the old manifest is kept as {backup}"
+                            + (f"; removed rows are in {f.parent/REMOVED})" if any(REMOVED in p.repair for p in done) else ')'))
     if left: say(f"{len(left)} problem(s) in {f}" + (f", {len(left) - len(todo)} of them repairable with --repair" if len(todo) < len(left) else '')
                  + (f"; {len(todo)} need a person: edit the lines named" if todo else ''))
     elif not done: say(f'{f}: no problems (every row and file checked)')
