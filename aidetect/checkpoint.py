@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastai.callback.core import Callback
 from fastai.learner import SkipToEpoch
+from fastai.distributed import DistributedDL
 from fastai.torch_core import to_device
 from fastai.callback.tracker import TrackerCallback, SaveModelCallback
 from fastcore.foundation import L
@@ -25,12 +26,16 @@ __all__ = ['STATE', 'BEST', 'FREE_SETTINGS', 'rng_states', 'set_rng_states', 'ru
            'SaveCheckpoint', 'ReplayEpochs', 'finish_checkpoint', 'restore_finished', 'run_phases']
 
 # %% ../nbs/19c_checkpoint.ipynb #c0c0a006
+def _loaders(dls) -> list:
+    "`dls`' DataLoaders, unwrapped from fastai's `DistributedDL` (the loader inside draws the shuffle)."
+    return [dl.dl if isinstance(dl, DistributedDL) else dl for dl in dls.loaders]
+
 def rng_states(dls=None) -> dict:
     "Every random state an epoch draws from: Python's, NumPy's, torch's (CPU, CUDA) and each of `dls`' DataLoaders' own."
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     s = dict(python=random.getstate(), numpy=(kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
              torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
-    if dls is not None: s['loaders'] = [dl.rng.getstate() for dl in dls.loaders]
+    if dls is not None: s['loaders'] = [dl.rng.getstate() for dl in _loaders(dls)]
     return s
 
 def set_rng_states(s: dict, dls=None):
@@ -41,7 +46,7 @@ def set_rng_states(s: dict, dls=None):
     torch.set_rng_state(s['torch'])
     if s['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
     if dls is not None:
-        for dl, st in zip(dls.loaders, s.get('loaders', [])): dl.rng.setstate(st)
+        for dl, st in zip(_loaders(dls), s.get('loaders', [])): dl.rng.setstate(st)
 
 # %% ../nbs/19c_checkpoint.ipynb #c0c0a009
 STATE, BEST = 'state.pt', 'best.pth'
