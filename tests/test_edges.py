@@ -71,3 +71,13 @@ def test_predict_on_missing_empty_and_non_image_files_across_chunks(model, tmp_p
     assert '7 file(s), 2 unreadable' in p.stderr and 'Traceback' not in p.stderr
     gone = run_cli('aidetect', 'predict', model, tmp_path / 'missing.png')   # a path that is not there: one line, before work
     assert gone.returncode == 2 and 'does not exist' in gone.stderr and 'Traceback' not in gone.stderr
+
+
+def test_train_on_a_folder_of_photos_names_the_command_that_makes_a_dataset_beside_it(tmp_path):
+    photos = tmp_path / 'photos'
+    (photos / 'cat').mkdir(parents=True)
+    noise_image(48, 48).save(photos / 'cat' / 'a.jpg')
+    p = run_cli('aidetect', 'train', photos, '--out', tmp_path / 'm', '--no-pretrained')
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and 'Traceback' not in p.stderr, p.stderr
+    assert f'aidetect-gen variations {photos} --out {tmp_path / "photos-sd"}' in p.stderr   # beside it, not inside
+    assert sorted(f.name for f in tmp_path.iterdir()) == ['photos']                       # nothing written

@@ -175,3 +175,17 @@ def test_the_house_stays_small():
             if node.end_lineno - node.lineno + 1 > 80: big.append(f'{p.name}:{node.name}: {node.end_lineno - node.lineno + 1} lines')
             if n > 16 and not node.name.startswith('cli_'): big.append(f'{p.name}:{node.name}: {n} parameters')
     assert not big, big
+
+
+def test_no_one_sided_check_of_a_shortcut():
+    "An 'at chance' check must be two-sided (|AUC − 0.5| ≤ tol): `auc <= 0.6` passes an inverted AUC of 0.1, a perfect leak read backwards."
+    import re
+    one_sided = re.compile(r"auc\w*['\"\]\)]*(\.\w+\(\))?\s*(<=|<)\s*0?\.[5-7]\d*(?!\d)")
+    code = [(p.name, l) for p in sorted((ROOT / 'tests').glob('*.py')) if p.name != 'test_repo.py' for l in p.read_text().splitlines()]
+    code += [(nb.name, l) for nb in sorted((ROOT / 'nbs').glob('*.ipynb')) for c in _cells(nb) if c['cell_type'] == 'code'
+             for l in ''.join(c['source']).splitlines()]
+    found = [f'{name}: {l.strip()}' for name, l in code
+             if ('assert' in l or 'test_eq(' in l) and one_sided.search(l.lower()) and 'abs(' not in l
+             and 'one-sided check would' not in l]   # nb04 shows, on purpose, what a one-sided check lets through
+    assert not found, found
+    assert one_sided.search('assert (aud.table.auc <= 0.6).all()') and one_sided.search("assert res.auc < 0.55")   # the pattern bites
