@@ -15,7 +15,7 @@ from fastai.callback.core import Callback
 from fastai.learner import SkipToEpoch
 from fastai.distributed import DistributedDL
 from fastai.torch_core import to_device
-from fastai.callback.tracker import TrackerCallback, SaveModelCallback
+from fastai.callback.tracker import SaveModelCallback
 from fastcore.foundation import L
 from .process import this_process
 from .detector import model_files
@@ -156,8 +156,7 @@ class SaveCheckpoint(Callback):
         best = next((cb for cb in l.cbs if isinstance(cb, SaveModelCallback)), None)
         if best is not None and best.new_best and this_process().is_main:
             with atomic_path(self.folder/BEST) as tmp: shutil.copyfile(Path(l.path)/l.model_dir/f'{best.fname}.pth', tmp)
-        trackers = [dict(best=float(cb.best), wait=getattr(cb, 'wait', None)) for cb in l.cbs if isinstance(cb, TrackerCallback)]
-        state = dict(self.meta, saved=time.time(), phase=self.phase, epoch=self.epoch, n_epoch=self.n_epoch, done=False, trackers=trackers,
+        state = dict(self.meta, saved=time.time(), phase=self.phase, epoch=self.epoch, n_epoch=self.n_epoch, done=False,
                      values=_numbers(rec.values), smooth=(rec.smooth_loss.count, rec.smooth_loss.val.cpu()),
                      model=_unwrapped(l.model).state_dict(), opt=opt_state(l.opt),
                      scaler=_scaler(l).state_dict() if _scaler(l) is not None else {})   # fp16's loss scale
@@ -197,7 +196,7 @@ class ReplayEpochs(Callback):
 # %% ../nbs/19c_checkpoint.ipynb #c0c0a017
 def finish_checkpoint(learn, folder, meta: dict):
     "Mark the checkpoint in `folder` finished, with `learn`'s final weights and history."
-    write_state(folder, dict(meta, saved=time.time(), phase='done', epoch=-1, n_epoch=0, done=True, trackers=[],
+    write_state(folder, dict(meta, saved=time.time(), phase='done', epoch=-1, n_epoch=0, done=True,
                              values=_numbers(learn.recorder.values),
                              model=_unwrapped(learn.model).state_dict()))
 
