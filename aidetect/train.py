@@ -450,12 +450,15 @@ def plot_training(run: TrainRun, history: list) -> plt.Figure:
         a.plot(run.lr_curve['lr'], run.lr_curve['loss']); a.set_xscale('log')
         a.axvline(run.lr_curve['suggestion'], ls='--', c='k', lw=1, label=f"suggested {run.lr_curve['suggestion']:.1e}")
         a.legend(frameon=False)
-    else: a.text(0.5, 0.5, f'no lr_find: lr {run.lr or float("nan"):.1e} given', ha='center', va='center', transform=a.transAxes)
+    else:
+        a.text(0.5, 0.5, f'no lr_find: lr {run.lr or float("nan"):.1e} given', ha='center', va='center', transform=a.transAxes)
+        a.set(xticks=[], yticks=[])
     a.set(xlabel='learning rate', ylabel='training loss', title='learning-rate finder')
     x = np.arange(len(history))
     for k in ('train_loss', 'valid_loss'): b.plot(x, [r[k] if r[k] is not None else np.nan for r in history], 'o-', label=k)
-    if run.kept_epoch is not None: b.axvline(run.kept_epoch, ls=':', c='k', lw=1, label=f'kept ({run.kept_epoch})')
     unit = 'evaluation step' if run.schedule.get('eval_every') else 'epoch'
+    if run.kept_epoch is not None:
+        b.axvline(run.kept_epoch, ls=':', c='k', lw=1, label=f"kept: {'the best' if run.best_epoch is not None else 'the last'}, {unit} {run.kept_epoch}")
     b.set(xlabel=unit, ylabel='loss', title='losses', xticks=x); b.legend(frameon=False)
     return fig
 
