@@ -128,9 +128,9 @@ def _save(obj, path: Path):
     buf = io.BytesIO(); torch.save(plain(obj), buf)
     with atomic_path(path) as tmp: tmp.write_bytes(buf.getbuffer())
 
-def _rng_name(state: dict, rank: int | None = None) -> str:
-    "The file of process `rank`'s random states at `state`'s epoch: each epoch its own, so `state.pt` always has its match."
-    return f"rng-{this_process().rank if rank is None else rank}-{state['phase']}-{state['epoch']}.pt"
+def _rng_name(state: dict) -> str:
+    "The file of this process's random states at `state`'s epoch: each epoch its own, so `state.pt` always has its match."
+    return f"rng-{this_process().rank}-{state['phase']}-{state['epoch']}.pt"
 
 def _numbers(rows) -> list: return [[None if v is None else float(v) for v in row] for row in rows]   # no validation set: None
 

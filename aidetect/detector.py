@@ -19,8 +19,8 @@ from .model import build_model, inference_tfms, norm_of, draft_size, precision_f
 from .metrics import format_threshold
 
 # %% auto #0
-__all__ = ['FORMAT', 'detector_pipeline', 'default_device', 'Detector', 'detector_from_learner', 'model_files', 'save_detector',
-           'load_detector', 'predict_files', 'cli_predict']
+__all__ = ['FORMAT', 'detector_pipeline', 'default_device', 'Detector', 'detector_from_learner', 'model_base', 'model_files',
+           'save_detector', 'load_detector', 'predict_files', 'cli_predict']
 
 # %% ../nbs/09_detector.ipynb #2fff3c7b
 def detector_pipeline(aug: str, size: int) -> Pipeline:
@@ -105,13 +105,17 @@ def detector_from_learner(learn: Learner, device=None) -> Detector:
                     mixed_precision=(run.precision if run is not None else None) if on_gpu else 'no')
 
 # %% ../nbs/09_detector.ipynb #5a3c1946
+def model_base(path) -> Path:
+    "A detector's path without the extension of any of its files: `models/m.json` → `models/m`."
+    p = Path(path)
+    return p.with_suffix('') if p.suffix in ('.json', '.safetensors', '.pkl') else p
+
 def model_files(path, allow_pickle: bool = False) -> dict:
     "The files of the detector named by `path` (base name or any of its files, or a Hub id), checked: 'pair' or 'pickle' as `kind`."
     from aidetect.hf import hub_model_id, download_detector
     repo = hub_model_id(path)   # hf://user/name, or user/name where no local folder user/ exists
     if repo is not None: return dict(model_files(download_detector(repo)), hub=repo)
-    p = Path(path)
-    base = p.with_suffix('') if p.suffix in ('.json', '.safetensors', '.pkl') else p
+    p, base = Path(path), model_base(path)
     f = {ext: Path(f'{base}.{ext}') for ext in ('json', 'safetensors', 'pkl')}
     if p.suffix == '.pkl' or (not f['json'].exists() and f['pkl'].exists()):
         if not f['pkl'].exists(): raise AidetectError(f"no detector at {path}: {f['pkl']} does not exist")
@@ -130,8 +134,7 @@ FORMAT = 'aidetect-detector/1'
 def save_detector(model: torch.nn.Module, info: dict, out) -> dict:
     "Write `model`'s weights to `out`.safetensors and `info` to `out`.json, each atomically; returns their paths."
     from safetensors.torch import save_file
-    out = Path(out)
-    base = out.with_suffix('') if out.suffix in ('.pkl', '.json', '.safetensors') else out
+    base = model_base(out)
     files = dict(safetensors=Path(f'{base}.safetensors'), json=Path(f'{base}.json'))
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(files['safetensors']) as tmp:

@@ -29,7 +29,7 @@ from .process import Distributor, this_process
 from .model import (resolve_arch, norm_of, precision_for, load_body_weights, weights_unavailable, check_aug, min_size)
 from .data import detector_dls
 from .metrics import best_cut, THRESHOLD_RULE
-from .detector import model_files, save_detector
+from .detector import model_files, model_base, save_detector
 from .hf import write_model_card
 from .tracking import log_names, log_callbacks
 from .checkpoint import run_identity, read_checkpoint, describe_checkpoint, run_phases
@@ -464,8 +464,7 @@ def plot_training(run: TrainRun, history: list) -> plt.Figure:
 
 def export_detector(learn: Learner, out, pickle: bool = False) -> dict:
     "Write `out`.safetensors and `out`.json (`aidetect.detector.save_detector`), its model card, `out`.training.png, and with `pickle` `out`.pkl (fastai's export)."
-    out = Path(out)
-    base = out.with_suffix('') if out.suffix in ('.pkl', '.json', '.safetensors') else out
+    base = model_base(out)
     info = learn.facts.info(learn)
     files = dict(save_detector(learn.model, info, base), card=write_model_card(info, base))
     files['training'] = save_figure(plot_training(learn.facts, info['history']), f'{base}.training.png')
@@ -484,9 +483,8 @@ def cli_train(*datasets: str,   # dataset folder(s) with a manifest.csv
     "Train a real/AI detector with fastai (lr_find, fine_tune; split by group) and write MODEL.safetensors, MODEL.json and its plots; resumable (--resume)."
     if not datasets: raise AidetectError('give at least one dataset folder')
     for d in datasets: _check_dataset(d)   # a wrong path fails now, not after loading the data
-    base = Path(Out).with_suffix('') if Path(Out).suffix in ('.pkl', '.json', '.safetensors') else Path(Out)
-    ckpt = kwargs.setdefault('checkpoint', None) or str(base) + '.ckpt'
-    kwargs['checkpoint'] = ckpt
+    base = model_base(Out)
+    kwargs['checkpoint'] = ckpt = kwargs.get('checkpoint') or f'{base}.ckpt'
     try: learn = train_detector(list(datasets), **kwargs)
     except KeyboardInterrupt:   # Ctrl-C or SIGTERM: the last epoch's checkpoint is whole
         if this_process().is_main and (Path(ckpt)/'state.pt').exists():

@@ -154,3 +154,12 @@ def sklearn_intervals(preds, counts, codes):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')   # all-NaN columns (one class in every resample) stay NaN
         return np.nanpercentile(np.array(reps), [2.5, 97.5], axis=0).T.ravel()
+
+
+def file_size_limit(n):
+    "For `subprocess`'s `preexec_fn`: in the child, writes past `n` bytes fail with EFBIG (as a full disk fails with ENOSPC) instead of SIGXFSZ killing it."
+    import resource, signal
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
+    return limit

@@ -5,8 +5,7 @@ import json, subprocess
 from pathlib import Path
 import pandas as pd, pytest, torch
 from safetensors.torch import load_file
-from conftest import BIN
-from test_gen_faults import _file_size_limit
+from conftest import BIN, file_size_limit
 
 from aidetect.demo import example_datasets
 
@@ -30,7 +29,7 @@ def data(): return example_datasets()
 def test_training_that_cannot_write_is_one_line_and_the_rerun_writes_the_same_model(data, tmp_path):
     whole, hit = tmp_path/'whole', tmp_path/'hit'
     assert _aidetect('train', data['scenes-train'], '--out', whole, *TINY).returncode == 0
-    p = _aidetect('train', data['scenes-train'], '--out', hit, *TINY, preexec=_file_size_limit(20_000))
+    p = _aidetect('train', data['scenes-train'], '--out', hit, *TINY, preexec=file_size_limit(20_000))
     _one_error_line(p, str(hit), 'file-size limit', 'free')
     assert not list(tmp_path.glob('hit.*')) or not Path(f'{hit}.safetensors').exists()   # no model, nor half a one
     assert not list(tmp_path.rglob('*.tmp'))
@@ -49,7 +48,7 @@ def test_an_eval_report_that_cannot_be_written_is_one_line_and_the_rerun_complet
     model = export_detector(learn, tmp_path/'m')['json']
     rep, clean = tmp_path/'rep', tmp_path/'clean'
     assert _aidetect('eval', model, data['scenes-test'], '--report', clean).returncode == 0
-    p = _aidetect('eval', model, data['scenes-test'], '--report', rep, preexec=_file_size_limit(3_000))
+    p = _aidetect('eval', model, data['scenes-test'], '--report', rep, preexec=file_size_limit(3_000))
     _one_error_line(p, str(rep), 'file-size limit')
     assert not list(tmp_path.rglob('*.tmp'))
     assert _aidetect('eval', model, data['scenes-test'], '--report', rep).returncode == 0

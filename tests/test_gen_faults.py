@@ -1,10 +1,10 @@
 """aidetect-gen meets faults: a write that fails at the OS layer (file-size limit, read-only folder), a dataset given
 as the photo folder, an empty folder, too little disk space, a dataset being written by another run. Each is one
 line and exit 2, nothing wrong is written, and after a failed write the same command finishes the job."""
-import os, resource, signal, subprocess, zipfile, io
+import os, signal, subprocess, zipfile, io
 from collections import namedtuple
 import pytest
-from conftest import BIN, dataset_files, run_cli, noise_image
+from conftest import BIN, dataset_files, run_cli, noise_image, file_size_limit
 from aidetect.dataset import DatasetLock, DatasetWriter, read_manifest
 
 
@@ -21,18 +21,11 @@ def _one_error_line(p, *want):
     return errs[0]
 
 
-def _file_size_limit(n):
-    def limit():   # in the child: writes past n bytes fail with EFBIG instead of killing it with SIGXFSZ
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
-    return limit
-
-
 def test_a_file_size_limit_is_one_line_and_the_rerun_equals_a_run_that_never_failed(photo_folder, tmp_path, tiny_backend):
     clean, hit = tmp_path / 'clean', tmp_path / 'hit'
     assert _gen(photo_folder, clean).returncode == 0
     # the tiny model is cached already (tiny_backend): only the dataset's files meet the limit (the PNG photos exceed it)
-    p = _gen(photo_folder, hit, preexec=_file_size_limit(5000))
+    p = _gen(photo_folder, hit, preexec=file_size_limit(5000))
     _one_error_line(p, 'could not write', str(hit), 'file-size limit', 'MB free', 'run the same command again')
     assert 0 < len((hit / 'manifest.csv').read_text().splitlines()) - 1 < 12     # it stopped part-way
     assert not list(hit.rglob('*.tmp'))
